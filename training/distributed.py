@@ -1,0 +1,93 @@
+"""TorchRec plumbing: process group, sharding plan, DistributedModelParallel.
+
+Embedding tables are built on the meta device, get a fused optimizer
+(``apply_optimizer_in_backward``: the update happens inside the backward
+pass of the FBGEMM kernel), and are sharded table-wise across ranks; the
+dense part is wrapped in DDP by DMP and trained with Adam. On CPU the fused
+kernel supports Adagrad-family and SGD updates, not Adam.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torchrec.distributed import DistributedModelParallel
+from torchrec.distributed.embedding_types import EmbeddingComputeKernel
+from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
+from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
+from torchrec.distributed.types import ShardingType
+from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
+
+from training.sparse import CTRModel, table_name
+
+EMBEDDING_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "adagrad": torch.optim.Adagrad,
+    "sgd": torch.optim.SGD,
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the gloo group torchrun describes, or form a group of one."""
+    if not dist.is_initialized():
+        rank = int(os.environ.get("RANK", 0))
+        world = int(os.environ.get("WORLD_SIZE", 1))
+        if world == 1:
+            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+            os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        dist.init_process_group("gloo", rank=rank, world_size=world)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def shutdown_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap_model(model: CTRModel, embedding_optimizer: str, embedding_lr: float) -> DistributedModelParallel:
+    """Fused optimizer on the EBC, table-wise plan, DMP (DDP for the dense part)."""
+    if embedding_optimizer not in EMBEDDING_OPTIMIZERS:
+        raise ValueError(f"embedding optimizer must be one of {sorted(EMBEDDING_OPTIMIZERS)}")
+    apply_optimizer_in_backward(
+        EMBEDDING_OPTIMIZERS[embedding_optimizer], model.ebc.parameters(), {"lr": embedding_lr}
+    )
+    world = dist.get_world_size()
+    constraints = {
+        table_name(name): ParameterConstraints(
+            sharding_types=[ShardingType.TABLE_WISE.value],
+            compute_kernels=[EmbeddingComputeKernel.FUSED.value],
+        )
+        for name in model.names
+    }
+    planner = EmbeddingShardingPlanner(topology=Topology(world_size=world, compute_device="cpu"), constraints=constraints)
+    sharders: list[Any] = [EmbeddingBagCollectionSharder()]
+    plan = planner.collective_plan(model, sharders, dist.GroupMember.WORLD)
+    return DistributedModelParallel(model, device=torch.device("cpu"), plan=plan, sharders=sharders)
+
+
+def dense_parameters(dmp: DistributedModelParallel) -> list[torch.nn.Parameter]:
+    return [p for name, p in dmp.named_parameters() if ".ebc." not in f".{name}" and p.requires_grad]
+
+
+def gather_full_state(dmp: DistributedModelParallel) -> dict[str, torch.Tensor] | None:
+    """Unsharded state dict on rank 0 (None elsewhere): what export needs."""
+    rank = dist.get_rank()
+    full: dict[str, torch.Tensor] = {}
+    for key, value in dmp.state_dict().items():
+        if hasattr(value, "gather") and hasattr(value, "local_shards"):
+            out = torch.empty(value.size(), dtype=value.dtype) if rank == 0 else None
+            value.gather(dst=0, out=out)
+            if rank == 0:
+                full[key] = out
+        elif rank == 0:
+            full[key] = value.detach().clone()
+    return full if rank == 0 else None

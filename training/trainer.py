@@ -1,0 +1,212 @@
+"""Training loop: TorchRec DMP, Adam on dense weights, fused embedding optimizer,
+early stopping on validation AUC, resumable checkpoints, a live progress bar.
+
+Runs as one process by default; ``torchrun --nproc_per_node N -m training.trainer``
+(or ``recast train --nproc N``) shards the tables across N gloo ranks, each
+rank taking an equal slice of every global batch.
+
+Artifacts under ``checkpoint_dir/<run>``:
+* ``last/``  torch.distributed.checkpoint of model + optimizers (resume; any world size)
+* ``state.json``  epoch, best AUC, patience counter, history
+* ``best.pt``  unsharded weights of the best epoch + spec + config (export input)
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from tqdm import tqdm
+
+from features.spec import FeatureSpec
+from training.data import CTRData, batches, load_split
+from training.distributed import dense_parameters, gather_full_state, init_distributed, wrap_model
+from training.metrics import log_loss, roc_auc
+from training.models import build_head, make_config
+from training.sparse import CTRModel, padded_to_kjt
+
+
+@dataclass
+class TrainConfig:
+    model: str = "dlf"
+    hparams: dict[str, Any] = field(default_factory=dict)
+    embedding_dim: int = 16
+    epochs: int = 10
+    batch_size: int = 4096
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    embedding_optimizer: str = "adagrad"
+    embedding_lr: float = 0.05
+    patience: int = 2
+    seed: int = 2019
+    grad_clip: float = 10.0
+    eval_batch_size: int = 8192
+    max_steps_per_epoch: int | None = None
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_epoch: int
+    val_auc: float
+    test_auc: float
+    test_logloss: float
+    history: list[dict[str, float]]
+    seconds: float
+    examples_per_second: float
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def predict(dmp: torch.nn.Module, spec: FeatureSpec, data: CTRData, batch_size: int) -> np.ndarray:
+    """Probabilities for every row of ``data`` (all ranks take part, all get the result)."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    dmp.eval()
+    chunks: list[torch.Tensor] = []
+    with torch.no_grad():
+        for batch, real in batches(data, batch_size, rank, world):
+            probs = torch.sigmoid(dmp(padded_to_kjt(spec, batch.ids, batch.mask), batch.dense))
+            if world > 1:
+                gathered = [torch.empty_like(probs) for _ in range(world)]
+                reals = [torch.zeros(1, dtype=torch.int64) for _ in range(world)]
+                dist.all_gather(gathered, probs)
+                dist.all_gather(reals, torch.tensor([real]))
+                chunks.extend(g[: int(r)] for g, r in zip(gathered, reals))
+            else:
+                chunks.append(probs[:real])
+    dmp.train()
+    return torch.cat(chunks).numpy()
+
+
+def _save_checkpoint(run_dir: Path, dmp: torch.nn.Module, dense_opt: torch.optim.Optimizer, state: dict) -> None:
+    dcp.save(
+        {"model": dmp.state_dict(), "dense_opt": dense_opt.state_dict()},
+        checkpoint_id=str(run_dir / "last"),
+    )
+    if dist.get_rank() == 0:
+        tmp = run_dir / "state.json.tmp"
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(run_dir / "state.json")
+    dist.barrier()
+
+
+def _load_checkpoint(run_dir: Path, dmp: torch.nn.Module, dense_opt: torch.optim.Optimizer) -> dict:
+    target = {"model": dmp.state_dict(), "dense_opt": dense_opt.state_dict()}
+    dcp.load(target, checkpoint_id=str(run_dir / "last"))
+    dmp.load_state_dict(target["model"])
+    dense_opt.load_state_dict(target["dense_opt"])
+    return json.loads((run_dir / "state.json").read_text())
+
+
+def train(
+    cfg: TrainConfig,
+    features_dir: Path,
+    run_dir: Path,
+    resume: bool = True,
+) -> TrainResult:
+    rank, world = init_distributed()
+    seed_everything(cfg.seed)
+    spec = FeatureSpec.load(features_dir / "spec.json")
+    train_data, val_data, test_data = (load_split(features_dir, s, spec) for s in ("train", "val", "test"))
+
+    head = build_head(cfg.model, len(spec.sparse), cfg.embedding_dim, len(spec.dense), make_config(cfg.model, cfg.hparams))
+    model = CTRModel(spec, head, device=torch.device("meta"))
+    dmp = wrap_model(model, cfg.embedding_optimizer, cfg.embedding_lr)
+    dense_opt = torch.optim.Adam(dense_parameters(dmp), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state: dict[str, Any] = {"epoch": 0, "best_auc": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": []}
+    if resume and (run_dir / "state.json").exists() and (run_dir / "last").exists():
+        saved = json.loads((run_dir / "state.json").read_text())
+        if saved.get("config") == asdict(cfg) | {"progress": saved["config"].get("progress")}:
+            state = _load_checkpoint(run_dir, dmp, dense_opt)
+            if rank == 0:
+                print(f"resumed {run_dir} after epoch {state['epoch']} (best AUC {state['best_auc']:.4f})")
+        elif rank == 0:
+            print(f"{run_dir}: checkpoint was made with another configuration; starting over")
+    state["config"] = asdict(cfg)
+
+    generator = torch.Generator().manual_seed(cfg.seed)
+    for _ in range(state["epoch"]):  # same shuffles as an uninterrupted run
+        torch.randperm(len(train_data), generator=generator)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    started, seen = time.perf_counter(), 0
+    while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
+        epoch = state["epoch"] + 1
+        steps = len(train_data) // cfg.batch_size
+        if cfg.max_steps_per_epoch:
+            steps = min(steps, cfg.max_steps_per_epoch)
+        bar = tqdm(total=steps, desc=f"{cfg.model} epoch {epoch}", disable=not cfg.progress or rank != 0, leave=False)
+        running = None
+        for step, (batch, _) in enumerate(batches(train_data, cfg.batch_size, rank, world, shuffle=True, generator=generator, drop_last=True)):
+            if step >= steps:
+                break
+            logits = dmp(padded_to_kjt(spec, batch.ids, batch.mask), batch.dense)
+            loss = loss_fn(logits, batch.labels)
+            dense_opt.zero_grad()
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(dense_parameters(dmp), cfg.grad_clip)
+            dense_opt.step()
+            seen += len(batch) * world
+            running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
+            bar.set_postfix(loss=f"{running:.4f}", val_auc=f"{state['best_auc']:.4f}")
+            bar.update()
+        bar.close()
+        probs = predict(dmp, spec, val_data, cfg.eval_batch_size)
+        val_auc, val_ll = roc_auc(val_data.labels.numpy(), probs), log_loss(val_data.labels.numpy(), probs)
+        state["history"].append({"epoch": epoch, "train_loss": running or float("nan"), "val_auc": val_auc, "val_logloss": val_ll})
+        state["epoch"] = epoch
+        improved = val_auc > state["best_auc"]
+        if improved:
+            state.update(best_auc=val_auc, best_epoch=epoch, bad_epochs=0)
+            full = gather_full_state(dmp)
+            if rank == 0:
+                torch.save(
+                    {"model": cfg.model, "hparams": asdict(head_config(cfg)), "embedding_dim": cfg.embedding_dim,
+                     "spec": spec.to_json(), "state_dict": full, "val_auc": val_auc, "epoch": epoch},
+                    run_dir / "best.pt",
+                )
+        else:
+            state["bad_epochs"] += 1
+        if rank == 0:
+            flag = "*" if improved else " "
+            print(f"{cfg.model} epoch {epoch:2d}{flag} loss {running:.4f}  val AUC {val_auc:.4f}  logloss {val_ll:.4f}", flush=True)
+        _save_checkpoint(run_dir, dmp, dense_opt, state)
+    elapsed = time.perf_counter() - started
+
+    # test metrics with the best weights
+    best = torch.load(run_dir / "best.pt", weights_only=False) if rank == 0 else None
+    test_auc, test_ll = _test_with_best(cfg, spec, best, test_data) if rank == 0 else (float("nan"), float("nan"))
+    if rank == 0:
+        (run_dir / "result.json").write_text(json.dumps({"test_auc": test_auc, "test_logloss": test_ll, "best_epoch": state["best_epoch"], "val_auc": state["best_auc"]}, indent=2))
+    dist.barrier()
+    return TrainResult(run_dir, state["best_epoch"], state["best_auc"], test_auc, test_ll, state["history"], elapsed, seen / max(elapsed, 1e-9))
+
+
+def head_config(cfg: TrainConfig) -> Any:
+    return make_config(cfg.model, cfg.hparams)
+
+
+def _test_with_best(cfg: TrainConfig, spec: FeatureSpec, best: dict, data: CTRData) -> tuple[float, float]:
+    """Score the test split with the unsharded best weights (the exported model's path)."""
+    from training.export import inference_model_from_checkpoint
+
+    model = inference_model_from_checkpoint(best)
+    with torch.no_grad():
+        probs = torch.cat([model(b.ids, b.mask, b.dense if b.dense.shape[1] else None)[:, 0] for b, _ in batches(data, cfg.eval_batch_size)])
+    probs = probs[: len(data)].numpy()
+    return roc_auc(data.labels.numpy(), probs), log_loss(data.labels.numpy(), probs)
