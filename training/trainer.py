@@ -91,9 +91,17 @@ def predict(dmp: torch.nn.Module, spec: FeatureSpec, data: CTRData, batch_size: 
     return torch.cat(chunks).numpy()
 
 
+def _resumable(config: dict) -> dict:
+    """Fields that must match for a checkpoint to continue (more epochs or patience is fine)."""
+    return {k: v for k, v in config.items() if k not in ("epochs", "patience", "progress")}
+
+
 def _save_checkpoint(run_dir: Path, dmp: torch.nn.Module, dense_opt: torch.optim.Optimizer, state: dict) -> None:
+    # dense weights are replicated (DDP): their optimizer and RNG state are saved per rank
+    rank = dist.get_rank()
+    torch.save({"rng": torch.get_rng_state(), "dense_opt": dense_opt.state_dict()}, run_dir / f"local_rank{rank}.pt")
     dcp.save(
-        {"model": dmp.state_dict(), "dense_opt": dense_opt.state_dict()},
+        {"model": dmp.state_dict(), "fused_opt": dmp.fused_optimizer.state_dict()},
         checkpoint_id=str(run_dir / "last"),
     )
     if dist.get_rank() == 0:
@@ -104,10 +112,16 @@ def _save_checkpoint(run_dir: Path, dmp: torch.nn.Module, dense_opt: torch.optim
 
 
 def _load_checkpoint(run_dir: Path, dmp: torch.nn.Module, dense_opt: torch.optim.Optimizer) -> dict:
-    target = {"model": dmp.state_dict(), "dense_opt": dense_opt.state_dict()}
+    target = {"model": dmp.state_dict(), "fused_opt": dmp.fused_optimizer.state_dict()}
     dcp.load(target, checkpoint_id=str(run_dir / "last"))
     dmp.load_state_dict(target["model"])
-    dense_opt.load_state_dict(target["dense_opt"])
+    dmp.fused_optimizer.load_state_dict(target["fused_opt"])
+    local = run_dir / f"local_rank{dist.get_rank()}.pt"
+    if not local.exists():  # resumed with more ranks than saved it: rank 0's copy is identical
+        local = run_dir / "local_rank0.pt"
+    saved = torch.load(local, weights_only=False)
+    dense_opt.load_state_dict(saved["dense_opt"])
+    torch.set_rng_state(saved["rng"])
     return json.loads((run_dir / "state.json").read_text())
 
 
@@ -131,7 +145,7 @@ def train(
     state: dict[str, Any] = {"epoch": 0, "best_auc": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": []}
     if resume and (run_dir / "state.json").exists() and (run_dir / "last").exists():
         saved = json.loads((run_dir / "state.json").read_text())
-        if saved.get("config") == asdict(cfg) | {"progress": saved["config"].get("progress")}:
+        if _resumable(saved.get("config", {})) == _resumable(asdict(cfg)):
             state = _load_checkpoint(run_dir, dmp, dense_opt)
             if rank == 0:
                 print(f"resumed {run_dir} after epoch {state['epoch']} (best AUC {state['best_auc']:.4f})")

@@ -1,0 +1,164 @@
+"""``recast``: one command-line entry point for the whole system.
+
+    recast demo                       # everything below, end to end, on local defaults
+    recast features build             # MovieLens-100K -> polars features -> parquet + Feast
+    recast train --model dlf          # TorchRec training (add --nproc 2 for two gloo ranks)
+    recast export --model dlf         # ONNX + parity check + Triton repositories (new version)
+    recast stack up|down|status       # local tritonserver + scoring gateway
+    recast serve                      # the gateway in the foreground
+    recast score USER ITEM [ITEM...]  # ask the running gateway
+
+Settings: defaults, then recast.yaml (or $RECAST_CONFIG), then RECAST_* environment
+variables, e.g. RECAST_GATEWAY__PORT=9000 (see recast/settings.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from recast.settings import Settings, get_settings
+
+MODELS = ("lr", "deepfm", "dcnv2", "dlf")
+
+
+def _parse_set(values: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in values:
+        if "=" not in item:
+            raise SystemExit(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def _print(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def cmd_features(args: argparse.Namespace, s: Settings) -> None:
+    from recast.workflow import build_features
+
+    _print(build_features(s, force=args.force))
+
+
+def cmd_train(args: argparse.Namespace, s: Settings) -> None:
+    from recast.workflow import train_model
+
+    overrides = _parse_set(args.set)
+    hparams = {k[len("hp."):]: v for k, v in overrides.items() if k.startswith("hp.")}
+    overrides = {k: v for k, v in overrides.items() if not k.startswith("hp.")}
+    if hparams:
+        overrides["hparams"] = hparams
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    _print(train_model(s, args.model, overrides, nproc=args.nproc, resume=not args.restart))
+
+
+def cmd_export(args: argparse.Namespace, s: Settings) -> None:
+    from recast.workflow import export_model
+
+    _print(export_model(s, args.model, args.version))
+
+
+def cmd_stack(args: argparse.Namespace, s: Settings) -> None:
+    from recast import stack
+
+    if args.action == "up":
+        _print(stack.stack_up(s, args.models or None))
+    elif args.action == "down":
+        _print(stack.stack_down(s))
+    else:
+        _print(stack.stack_status(s))
+
+
+def cmd_serve(args: argparse.Namespace, s: Settings) -> None:
+    import uvicorn
+
+    uvicorn.run("serving.gateway:app_factory", factory=True, host=s.gateway.host, port=args.port or s.gateway.port,
+                workers=s.gateway.workers)
+
+
+def cmd_score(args: argparse.Namespace, s: Settings) -> None:
+    import httpx
+
+    body = {"user_id": args.user, "item_ids": args.items}
+    if args.model:
+        body["model"] = args.model
+    r = httpx.post(f"http://{s.gateway.host}:{s.gateway.port}/v1/score", json=body, timeout=10)
+    _print(r.json())
+    if r.status_code >= 400:
+        sys.exit(1)
+
+
+def cmd_demo(args: argparse.Namespace, s: Settings) -> None:
+    from recast.demo import run_demo
+
+    run_demo(s, model=args.model, epochs=args.epochs, keep_running=not args.stop)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="recast", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    f = sub.add_parser("features", help="build MovieLens-100K features, the parquet offline store and the Feast repo")
+    f.add_argument("action", choices=["build"])
+    f.add_argument("--force", action="store_true", help="rebuild even when outputs are up to date")
+    f.set_defaults(func=cmd_features)
+
+    t = sub.add_parser("train", help="train a CTR model with TorchRec (resumes from its checkpoint)")
+    t.add_argument("--model", choices=MODELS, default=None, help="default: settings.train.model")
+    t.add_argument("--epochs", type=int, help="maximum epochs (early stopping on validation AUC may stop sooner)")
+    t.add_argument("--nproc", type=int, default=1, help="gloo ranks (processes) sharding the embedding tables")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="TrainConfig field (batch_size=1024) or model hyperparameter (hp.num_layers=2)")
+    t.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("export", help="export the best checkpoint to ONNX and publish it to the Triton repositories")
+    e.add_argument("--model", choices=MODELS, default=None)
+    e.add_argument("--version", type=int, help="version number (default: next free)")
+    e.set_defaults(func=cmd_export)
+
+    st = sub.add_parser("stack", help="start/stop/inspect the local tritonserver and gateway")
+    st.add_argument("action", choices=["up", "down", "status"])
+    st.add_argument("--models", nargs="*", help="models that must be ready before `up` returns")
+    st.set_defaults(func=cmd_stack)
+
+    sv = sub.add_parser("serve", help="run the scoring gateway in the foreground")
+    sv.add_argument("--port", type=int)
+    sv.set_defaults(func=cmd_serve)
+
+    sc = sub.add_parser("score", help="score candidate items for a user through the running gateway")
+    sc.add_argument("user")
+    sc.add_argument("items", nargs="+")
+    sc.add_argument("--model")
+    sc.set_defaults(func=cmd_score)
+
+    d = sub.add_parser("demo", help="fetch data, build features, train, export, start the stack, score sample users")
+    d.add_argument("--model", choices=MODELS, default=None)
+    d.add_argument("--epochs", type=int, default=None)
+    d.add_argument("--stop", action="store_true", help="stop the stack at the end")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    settings = get_settings()
+    if getattr(args, "model", None) is None and args.command in ("train", "export", "demo"):
+        args.model = settings.train.model
+    try:
+        args.func(args, settings)
+    except (FileNotFoundError, RuntimeError, ValueError, KeyError) as exc:
+        print(f"recast {args.command}: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
