@@ -52,7 +52,11 @@ class GatewayProcess:
         g = self.settings.gateway
         cmd = [sys.executable, "-m", "uvicorn", "--factory", "serving.gateway:app_factory",
                "--host", g.host, "--port", str(g.port), "--workers", str(g.workers), "--no-access-log"]
-        env = dict(os.environ, RECAST_HOME=str(self.settings.home.absolute()))
+        # the child sees exactly these settings (ports, paths), whatever its cwd and env
+        config = self.pid_file.parent / "settings.yaml"
+        config.write_text(json.dumps(self.settings.model_dump(mode="json")))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RECAST_")}
+        env["RECAST_CONFIG"] = str(config)
         with open(self.log_file, "ab") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                                     cwd=str(self.settings.home))
