@@ -51,21 +51,31 @@ def encode_padded(spec: FeatureSpec, columns: Mapping[str, Any]) -> tuple[np.nda
         if f.multi_valued:
             ids[:, start:end], mask[:, start:end] = pad_lists(col, f.max_len)
         else:
-            ids[:, start] = np.asarray(col, dtype=np.int64)
+            ids[:, start] = np.asarray([0 if v is None else v for v in col], dtype=np.int64)
             mask[:, start] = 1.0
+    _check_ids(spec, ids)
+    return ids, mask
+
+
+def _check_ids(spec: FeatureSpec, ids: np.ndarray) -> None:
+    """Every id must lie in [0, vocab_size) of its feature."""
+    slot_names = [f.name for f in spec.sparse for _ in range(f.max_len)]
     out_of_range = ids >= np.array([f.vocab_size for f in spec.sparse for _ in range(f.max_len)])
     if out_of_range.any():
-        col = int(np.argwhere(out_of_range)[0][1])
-        name = [f.name for f in spec.sparse for _ in range(f.max_len)][col]
+        name = slot_names[int(np.argwhere(out_of_range)[0][1])]
         raise ValueError(f"feature {name!r} has ids beyond its vocabulary ({spec.feature(name).vocab_size})")
     if (ids < 0).any():
-        raise ValueError("negative feature ids")
-    return ids, mask
+        name = slot_names[int(np.argwhere(ids < 0)[0][1])]
+        raise ValueError(f"feature {name!r} has negative ids")
 
 
 def encode_frame(spec: FeatureSpec, frame: Any) -> tuple[np.ndarray, np.ndarray]:
     """Same as encode_padded for a polars DataFrame (vectorised list padding)."""
     import polars as pl
+
+    missing = [f.name for f in spec.sparse if f.name not in frame.columns]
+    if missing:
+        raise KeyError(f"missing feature columns {missing}")
 
     columns: dict[str, Any] = {}
     for f in spec.sparse:
@@ -92,4 +102,5 @@ def encode_frame(spec: FeatureSpec, frame: Any) -> tuple[np.ndarray, np.ndarray]
         else:
             ids[:, start] = columns[f.name]
             mask[:, start] = 1.0
+    _check_ids(spec, ids)
     return ids, mask

@@ -145,7 +145,7 @@ def train(
     state: dict[str, Any] = {"epoch": 0, "best_auc": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": []}
     if resume and (run_dir / "state.json").exists() and (run_dir / "last").exists():
         saved = json.loads((run_dir / "state.json").read_text())
-        if _resumable(saved.get("config", {})) == _resumable(asdict(cfg)):
+        if _resumable(saved.get("config", {})) == _resumable(json.loads(json.dumps(asdict(cfg)))):
             state = _load_checkpoint(run_dir, dmp, dense_opt)
             if rank == 0:
                 print(f"resumed {run_dir} after epoch {state['epoch']} (best AUC {state['best_auc']:.4f})")
@@ -161,6 +161,8 @@ def train(
     while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
         epoch = state["epoch"] + 1
         steps = len(train_data) // cfg.batch_size
+        if steps == 0:
+            raise ValueError(f"batch_size {cfg.batch_size} is larger than the {len(train_data)} training rows")
         if cfg.max_steps_per_epoch:
             steps = min(steps, cfg.max_steps_per_epoch)
         bar = tqdm(total=steps, desc=f"{cfg.model} epoch {epoch}", disable=not cfg.progress or rank != 0, leave=False)
@@ -184,6 +186,8 @@ def train(
         val_auc, val_ll = roc_auc(val_data.labels.numpy(), probs), log_loss(val_data.labels.numpy(), probs)
         state["history"].append({"epoch": epoch, "train_loss": running or float("nan"), "val_auc": val_auc, "val_logloss": val_ll})
         state["epoch"] = epoch
+        if np.isnan(val_auc):
+            raise ValueError("the validation split has a single class: AUC is undefined, early stopping cannot work")
         improved = val_auc > state["best_auc"]
         if improved:
             state.update(best_auc=val_auc, best_epoch=epoch, bad_epochs=0)

@@ -168,13 +168,8 @@ def test_encode_padded_missing_column_and_ragged_rows() -> None:
 
 # encode_frame feeds the trainer; an id beyond a table's vocabulary must be
 # rejected there too rather than reach the embedding lookup.
-FRAME_VALIDATION_BUG = (
-    "bug in features/encoding.py: encode_frame does not check column presence / vocabulary / "
-    "negative ids the way encode_padded does (reported with a fix); remove this marker once fixed"
-)
 
 
-@pytest.mark.xfail(strict=True, reason=FRAME_VALIDATION_BUG)
 @pytest.mark.parametrize(
     "column,value,name",
     [("user_id", 50, "user_id"), ("gender", 3, "gender"), ("genres", [1, 10], "genres"), ("tags", [6], "tags")],
@@ -188,13 +183,11 @@ def test_encode_frame_out_of_vocabulary_names_the_feature(column: str, value, na
         encode_frame(SPEC, frame)
 
 
-@pytest.mark.xfail(strict=True, reason=FRAME_VALIDATION_BUG)
 def test_encode_frame_missing_column_raises_key_error() -> None:
     with pytest.raises(KeyError, match="tags"):
         encode_frame(SPEC, _frame().drop("tags"))
 
 
-@pytest.mark.xfail(strict=True, reason=FRAME_VALIDATION_BUG)
 @pytest.mark.parametrize("column,value", [("user_id", -2), ("genres", [1, -3])])
 def test_encode_frame_negative_ids(column: str, value) -> None:
     frame = _frame()
@@ -203,3 +196,12 @@ def test_encode_frame_negative_ids(column: str, value) -> None:
     frame = frame.with_columns(pl.Series(column, values, dtype=frame.schema[column]))
     with pytest.raises(ValueError, match="negative"):
         encode_frame(SPEC, frame)
+
+
+def test_encode_padded_single_valued_null_is_unknown_like_encode_frame() -> None:
+    frame = pl.DataFrame({"user_id": [4, None], "genres": [[1], None], "gender": [None, 1], "tags": [[], [2]]},
+                         schema_overrides=LIST_SCHEMA | {"user_id": pl.Int64, "gender": pl.Int64})
+    ids_p, mask_p = encode_padded(SPEC, _columns(frame))
+    ids_f, mask_f = encode_frame(SPEC, frame)
+    np.testing.assert_array_equal(ids_p, ids_f)
+    np.testing.assert_array_equal(mask_p, mask_f)

@@ -152,3 +152,13 @@ def test_export_dlf_trained_on_two_processes(distributed_run, synthetic_features
         assert table.shape == (f.vocab_size, table_width(best["embedding_dim"]))
         assert table.abs().sum() > 0
     _check_export(run_dir / "best.pt", tmp_path / "export", synthetic_features)
+
+
+def test_resume_with_tuple_hparams(synthetic_features: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = TrainConfig(model="deepfm", hparams={"hidden_units": (8,)}, epochs=1, batch_size=512, progress=False,
+                      max_steps_per_epoch=2)
+    train(cfg, synthetic_features, tmp_path, resume=False)
+    capsys.readouterr()
+    result = train(replace(cfg, epochs=2), synthetic_features, tmp_path, resume=True)
+    assert "after epoch 1" in capsys.readouterr().out
+    assert [h["epoch"] for h in result.history] == [1, 2]
