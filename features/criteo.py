@@ -124,7 +124,7 @@ def generate_criteo_sample(path: Path, n_rows: int, seed: int = 0) -> Path:
     ``C1`` so a model has something to learn.
     """
     rng = np.random.default_rng(seed)
-    data: dict[str, object] = {}
+    data: dict[str, pl.Series] = {}
     for i, c in enumerate(INT_COLUMNS):
         values = np.floor(rng.lognormal(mean=0.5 + 0.25 * i, sigma=1.5, size=n_rows)).astype(np.int64)
         if c == "I2":
@@ -139,10 +139,9 @@ def generate_criteo_sample(path: Path, n_rows: int, seed: int = 0) -> Path:
         tokens = np.array([f"{((j + 1) * 1_000_003 + r) * 2_654_435_761 % 2**32:08x}" for r in range(k)])
         missing = rng.random(n_rows) < (0.15 if j % 4 == 3 else 0.0)
         data[c] = pl.Series(c, tokens[ranks]).scatter(np.flatnonzero(missing), None)
-        if c == "C1":
-            c1_top = ranks == 0
+    c1_top = data["C1"] == data["C1"].drop_nulls().mode().first()
     i1 = data["I1"].fill_null(0).to_numpy()
-    logit = -1.5 + 0.35 * np.log1p(np.maximum(i1, 0)) + 1.0 * c1_top
+    logit = -1.5 + 0.35 * np.log1p(np.maximum(i1, 0)) + 1.0 * c1_top.fill_null(False).to_numpy()
     label = (rng.random(n_rows) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
     frame = pl.DataFrame({"label": label, **data}).select(COLUMNS)
     path = Path(path)

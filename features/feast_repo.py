@@ -100,8 +100,10 @@ def render_definitions(settings: Settings) -> str:
 
 from datetime import timedelta
 
-from feast import Entity, FeatureView, Field, FileSource, ValueType
+from feast import Entity, FeatureView, Field, FileSource, Project, ValueType
 from feast.types import Array, Int64
+
+project = Project(name={settings.feast.project!r}, description="recast: MovieLens CTR features")
 
 user = Entity(name="user", join_keys=[{USER_KEY!r}], value_type=ValueType.STRING,
               description="MovieLens user, raw id as a string")
@@ -160,12 +162,15 @@ def open_store(repo: Path) -> "FeatureStore":
 
 
 def load_definitions(repo: Path) -> list[Any]:
-    """Entities and feature views defined in the generated definitions file."""
+    """Project, entities, sources and feature views of the generated definitions file."""
     feast = import_feast()
-    spec = importlib.util.spec_from_file_location("recast_feast_definitions", Path(repo) / DEFINITIONS_FILE)
+    path = Path(repo) / DEFINITIONS_FILE
+    spec = importlib.util.spec_from_file_location("recast_feast_definitions", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load Feast definitions from {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    kinds = (feast.Entity, feast.FeatureView)
+    kinds = (feast.Project, feast.Entity, feast.FeatureView, feast.FileSource)
     return [v for v in vars(module).values() if isinstance(v, kinds)]
 
 
@@ -176,7 +181,7 @@ def apply_repo(settings: Settings) -> "FeatureStore":
     store = open_store(repo)
     objects = load_definitions(repo)
     wanted = {o.name for o in objects}
-    stale = [fv for fv in store.list_feature_views() if fv.name not in wanted]
+    stale: list[Any] = [fv for fv in store.list_feature_views() if fv.name not in wanted]
     store.apply(objects, objects_to_delete=stale, partial=not stale)
     state = _read_state(repo)
     state["applied"] = _config_hash(repo)

@@ -152,16 +152,16 @@ def read_atomic(path: Path) -> pl.LazyFrame:
     )
     exprs = []
     for name, kind in zip(names, types):
-        col = pl.col(name)
+        column = pl.col(name)
         if kind == "float":
-            exprs.append(col.str.strip_chars().cast(pl.Float64, strict=False))
+            exprs.append(column.str.strip_chars().cast(pl.Float64, strict=False))
         elif kind.endswith("_seq"):
-            parts = col.fill_null("").str.split(" ").list.eval(pl.element().filter(pl.element() != ""))
+            parts = column.fill_null("").str.split(" ").list.eval(pl.element().filter(pl.element() != ""))
             if kind == "float_seq":
                 parts = parts.list.eval(pl.element().cast(pl.Float64, strict=False))
             exprs.append(parts.alias(name))
         else:
-            exprs.append(col)
+            exprs.append(column)
     return lf.with_columns(exprs)
 
 

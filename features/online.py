@@ -74,7 +74,7 @@ class OnlineFeatureReader:
         out = _columns(response, ITEM_VIEW_FEATURES)
         present = out[ITEM_VIEW_FEATURES[0]]
         unknown = [item for item, value in zip(items, present) if value is None]
-        values = {}
+        values: dict[str, list] = {}
         for name in ITEM_VIEW_FEATURES:
             if name in MULTI_VALUED:
                 values[name] = [list(v) if v is not None else [] for v in out[name]]

@@ -35,7 +35,7 @@ from features.movielens import (
     load_users,
     sha256_file,
 )
-from features.spec import FeatureSpec, SparseFeature
+from features.spec import Entity, FeatureSpec, SparseFeature
 from features.splits import SPLIT_NAMES, random_split
 from recast.settings import Settings
 
@@ -48,7 +48,7 @@ AGE_BUCKETS: tuple[tuple[int, str], ...] = (
 AGE_TOP = "56+"
 """The MovieLens-1M age groups: upper bound (exclusive) and label."""
 
-FEATURES: tuple[tuple[str, str], ...] = (
+FEATURES: tuple[tuple[str, Entity], ...] = (
     ("user_id", "user"), ("item_id", "item"), ("age", "user"), ("gender", "user"),
     ("occupation", "user"), ("zip_prefix", "user"), ("release_year", "item"), ("genres", "item"),
 )
@@ -201,7 +201,9 @@ def build_features(settings: Settings, force: bool = False, raw_dir: Path | None
     raw_dir = Path(raw_dir)
     for name in RAW_FILES.values():
         if not (raw_dir / name).exists():
-            raise FileNotFoundError(f"{raw_dir / name} is missing: expected recbole atomic files {list(RAW_FILES.values())}")
+            raise FileNotFoundError(
+                f"{raw_dir / name} is missing: expected recbole atomic files {list(RAW_FILES.values())}"
+            )
     key = {
         "pipeline_version": PIPELINE_VERSION,
         "inputs": {name: sha256_file(raw_dir / name) for name in RAW_FILES.values()},
@@ -218,6 +220,9 @@ def build_features(settings: Settings, force: bool = False, raw_dir: Path | None
     inter = load_interactions(raw_dir).collect()
     if inter.height == 0:
         raise ValueError(f"{raw_dir / RAW_FILES['inter']} has no interactions")
+    nulls = [c for c, n in zip(inter.columns, inter.null_count().row(0)) if n]
+    if nulls:
+        raise ValueError(f"{raw_dir / RAW_FILES['inter']} has empty or non-numeric values in {nulls}")
     inter = inter.with_columns(
         pl.Series("split", random_split(inter.height, data.split_fractions, data.split_seed)),
         (pl.col("rating") >= 4).cast(pl.Int64).alias("label"),
@@ -229,20 +234,18 @@ def build_features(settings: Settings, force: bool = False, raw_dir: Path | None
 
     # Static attributes are stamped at the first interaction, so point-in-time
     # joins for any interaction see them and Feast can materialize them.
-    stamp = datetime.fromtimestamp(int(inter.get_column("timestamp").min()), tz=timezone.utc)
+    first_ts: int = inter.get_column("timestamp").min()  # type: ignore[assignment]
+    stamp = datetime.fromtimestamp(first_ts, tz=timezone.utc)
     ts = pl.lit(stamp).cast(pl.Datetime("us", "UTC")).alias("event_timestamp")
     users_out, items_out, joined = pl.collect_all([
         users_enc.with_columns(ts),
         items_enc.with_columns(ts),
+        # Every interaction user/item has an entity row, so features equal what Feast serves.
         inter.lazy()
         .with_row_index("_row")
-        .join(users_enc.drop("user_id"), on="user", how="left")
-        .join(items_enc.drop("item_id"), on="item", how="left")
-        .sort("_row")  # joins do not promise to keep row order
-        .with_columns(
-            _lookup(pl.col("user"), vocabs["user_id"]).alias("user_id"),
-            _lookup(pl.col("item"), vocabs["item_id"]).alias("item_id"),
-        ),
+        .join(users_enc, on="user", how="left")
+        .join(items_enc, on="item", how="left")
+        .sort("_row"),  # joins do not promise to keep row order
     ])
 
     out.mkdir(parents=True, exist_ok=True)
@@ -273,7 +276,7 @@ def build_features(settings: Settings, force: bool = False, raw_dir: Path | None
             "users": users_out.height,
             "items": items_out.height,
             "positive_rate": {
-                s: float(joined.filter(pl.col("split") == c).get_column("label").mean() or 0.0)
+                s: float(joined.filter(pl.col("split") == c).get_column("label").mean() or 0.0)  # type: ignore
                 for c, s in enumerate(SPLIT_NAMES)
             },
             "split": {"seed": data.split_seed, "fractions": list(data.split_fractions)},

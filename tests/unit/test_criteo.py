@@ -41,7 +41,8 @@ def test_int_bucket_follows_log_squared_rule() -> None:
 def test_hand_written_file_min_count_and_missing(tmp_path: Path) -> None:
     rows = []
     for i in range(6):
-        rows.append({"label": i % 2, "I1": 5, "I2": -1 if i < 3 else None, "C1": "aaaaaaaa", "C2": "rare0000" if i == 0 else None})
+        rows.append({"label": i % 2, "I1": 5, "I2": -1 if i < 3 else None,
+                     "C1": "aaaaaaaa", "C2": "rare0000" if i == 0 else None})
     rows.append({"label": 1, "I1": 200, "C1": "bbbbbbbb", "C2": "cccccccc"})
     data = load_criteo(write_rows(tmp_path / "hand.tsv", rows), min_count=2)
     df = data.frame

@@ -146,8 +146,10 @@ def test_vocabularies_come_from_train_only(built) -> None:
     train, users, items = read(built, split_file("train")), read(built, USERS_FILE), read(built, ITEMS_FILE)
     assert set(vocab["user_id"]) == set(train["user"])
     assert set(vocab["item_id"]) == set(train["item"])
-    for name, table in (("user_id", "user"), ("item_id", "item")):
+    for name in ("user_id", "item_id", "genres"):
         assert list(vocab[name].values()) == list(range(1, len(vocab[name]) + 1))
+    train_genres = items.filter(pl.col("item").is_in(train["item"].implode()))
+    assert len(vocab["genres"]) == train_genres["genres"].explode().drop_nulls().n_unique()
     # every id used in any split is 0 or in 1..n
     for split in ("train", "val", "test"):
         df = read(built, split_file(split))
@@ -229,8 +231,14 @@ def test_changed_input_triggers_rebuild_and_builds_are_deterministic(raw: Path, 
     assert not rebuilt.skipped and sum(rebuilt.spec.meta["rows"].values()) == N_INTER + 1
 
 
-def test_missing_raw_file_is_a_clear_error(tmp_path: Path) -> None:
+def test_bad_raw_files_are_clear_errors(raw: Path, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="atomic files"):
+        build_features(make_settings(tmp_path), raw_dir=tmp_path)
+    for name in RAW_FILES.values():
+        (tmp_path / name).write_bytes((raw / name).read_bytes())
+    with open(tmp_path / RAW_FILES["inter"], "a") as f:
+        f.write("1\t1\tfive\t892700000\n")
+    with pytest.raises(ValueError, match="rating"):
         build_features(make_settings(tmp_path), raw_dir=tmp_path)
 
 
