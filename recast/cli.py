@@ -21,7 +21,7 @@ from typing import Any
 
 from recast.settings import Settings, get_settings
 
-MODELS = ("lr", "deepfm", "dcnv2", "dlf")
+MODELS = ("lr", "deepfm", "dcnv2", "finalmlp", "dlf")
 
 
 def _parse_set(values: list[str]) -> dict[str, Any]:

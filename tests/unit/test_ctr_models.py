@@ -29,6 +29,7 @@ SMALL = {
     "lr": {},
     "deepfm": {"hidden_units": [32, 16], "dropout": 0.1, "batch_norm": True},
     "dcnv2": {"cross_layers": 2, "hidden_units": [32, 16], "dropout": 0.1, "batch_norm": True},
+    "finalmlp": {"mlp1_hidden_units": [32, 16], "mlp2_hidden_units": [24], "gate_hidden": 8, "num_heads": 2},
     "dlf": {"num_layers": 2, "n_low_rank": 3, "n_high_rank": 4, "n_implicit": 2, "rank": 5,
             "block_hidden_units": [24], "head_hidden_units": [32]},
 }
@@ -329,3 +330,28 @@ def test_dlf_dense_token_and_layer_widths() -> None:
     assert all(layer.low.w_in.shape[0] == f_out for layer in model.layers[1:])
     assert model.head.net[0].in_features == f_out * D_EMB
     assert DLF(F, D_EMB, 0, cfg).dense_token is None
+
+
+def test_finalmlp_fusion_matches_formula() -> None:
+    from training.models.finalmlp import BilinearFusion
+
+    torch.manual_seed(0)
+    fusion = BilinearFusion(4, 6, heads=2)
+    h1, h2 = torch.randn(3, 4), torch.randn(3, 6)
+    expected = fusion.w1(h1)[:, 0] + fusion.w2(h2)[:, 0]
+    for h in range(2):
+        a, b = h1[:, 2 * h: 2 * h + 2], h2[:, 3 * h: 3 * h + 3]
+        expected = expected + torch.einsum("bi,ij,bj->b", a, fusion.w3[h], b)
+    assert torch.allclose(fusion(h1, h2), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="divisible"):
+        BilinearFusion(5, 6, heads=2)
+
+
+def test_finalmlp_gate_is_twice_sigmoid() -> None:
+    from training.models.finalmlp import FeatureGate
+
+    gate = FeatureGate(4, 3)
+    for p in gate.net[-1].parameters():
+        nn.init.zeros_(p)
+    x = torch.randn(2, 4)
+    assert torch.allclose(gate(x), x)  # 2 * sigmoid(0) = 1

@@ -15,12 +15,14 @@ from torch import nn
 from training.models.dcnv2 import DCNv2, DCNv2Config
 from training.models.deepfm import DeepFM, DeepFMConfig
 from training.models.dlf import DLF, DLFConfig
+from training.models.finalmlp import FinalMLP, FinalMLPConfig
 from training.models.lr import LogisticRegression, LRConfig
 
 MODELS: dict[str, tuple[type[nn.Module], type]] = {
     "lr": (LogisticRegression, LRConfig),
     "deepfm": (DeepFM, DeepFMConfig),
     "dcnv2": (DCNv2, DCNv2Config),
+    "finalmlp": (FinalMLP, FinalMLPConfig),
     "dlf": (DLF, DLFConfig),
 }
 
