@@ -145,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--epochs", type=int, default=None)
     d.add_argument("--stop", action="store_true", help="stop the stack at the end")
     d.set_defaults(func=cmd_demo)
+
+    # each area registers its own subcommands (recast stream ..., recast abtest ...)
+    from abtest.cli import register as register_abtest
+    from streaming.cli import register as register_streaming
+
+    register_streaming(sub)
+    register_abtest(sub)
     return p
 
 
