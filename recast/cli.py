@@ -21,7 +21,7 @@ from typing import Any
 
 from recast.settings import Settings, get_settings
 
-MODELS = ("lr", "deepfm", "dcnv2", "finalmlp", "dlf")
+MODELS = ("lr", "deepfm", "dcnv2", "finalmlp", "dlf", "dmoe")
 
 
 def _parse_set(values: list[str]) -> dict[str, Any]:
@@ -99,7 +99,7 @@ def cmd_score(args: argparse.Namespace, s: Settings) -> None:
 def cmd_demo(args: argparse.Namespace, s: Settings) -> None:
     from recast.demo import run_demo
 
-    run_demo(s, model=args.model, epochs=args.epochs, keep_running=not args.stop)
+    run_demo(s, models=args.models, epochs=args.epochs, keep_running=not args.stop)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.set_defaults(func=cmd_score)
 
     d = sub.add_parser("demo", help="fetch data, build features, train, export, start the stack, score sample users")
-    d.add_argument("--model", choices=MODELS, default=None)
+    d.add_argument("--models", nargs="+", choices=MODELS, default=None, help="models to train and serve (default: dlf dmoe)")
     d.add_argument("--epochs", type=int, default=None)
     d.add_argument("--stop", action="store_true", help="stop the stack at the end")
     d.set_defaults(func=cmd_demo)
@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     settings = get_settings()
-    if getattr(args, "model", None) is None and args.command in ("train", "export", "demo"):
+    if getattr(args, "model", None) is None and args.command in ("train", "export"):
         args.model = settings.train.model
     try:
         args.func(args, settings)

@@ -25,27 +25,32 @@ def _done(started: float, info: dict) -> None:
     print(f"   done in {time.perf_counter() - started:.1f}s{skipped}", flush=True)
 
 
-def run_demo(settings: Settings, model: str = "dlf", epochs: int | None = None, keep_running: bool = True) -> None:
+def run_demo(settings: Settings, models: list[str] | None = None, epochs: int | None = None, keep_running: bool = True) -> None:
+    models = models or ["dlf", "dmoe"]
     t = _step("1/5 features: MovieLens-100K -> parquet offline store -> Feast online store")
     info = workflow.build_features(settings)
     print(f"   {info['features_dir']}: {info['meta']}")
     _done(t, info)
 
-    t = _step(f"2/5 train {model} with TorchRec (DistributedModelParallel, fused embedding optimizer)")
+    t = _step(f"2/5 train {', '.join(models)} with TorchRec (DistributedModelParallel, fused embedding optimizer)")
     overrides = {"epochs": epochs} if epochs else None
-    result = workflow.train_model(settings, model, overrides)
-    print(f"   best epoch {result['best_epoch']}: val AUC {result['val_auc']:.4f}; "
-          f"test AUC {result['test_auc']:.4f}, logloss {result['test_logloss']:.4f}")
-    _done(t, result)
+    results = {}
+    for model in models:
+        results[model] = result = workflow.train_model(settings, model, overrides)
+        corr = f", expert correlation {result['test_expert_correlation']:.4f}" if "test_expert_correlation" in result else ""
+        print(f"   {model}: best epoch {result['best_epoch']}: val AUC {result['val_auc']:.4f}; "
+              f"test AUC {result['test_auc']:.4f}, logloss {result['test_logloss']:.4f}{corr}")
+    _done(t, {"skipped": all(r.get("skipped") for r in results.values())})
 
     t = _step("3/5 export: ONNX + parity check + Triton model repositories")
-    exported = workflow.export_model(settings, model)
-    print(f"   {model} v{exported['version']}: max |ONNX - PyTorch| = {exported['parity_max_abs_diff']:.2e} "
-          f"on {exported['parity_rows']} rows; TensorRT: {exported['tensorrt']}")
-    _done(t, exported)
+    for model in models:
+        exported = workflow.export_model(settings, model)
+        print(f"   {model} v{exported['version']}: max |ONNX - PyTorch| = {exported['parity_max_abs_diff']:.2e} "
+              f"on {exported['parity_rows']} rows; TensorRT: {exported['tensorrt']}")
+    _done(t, {})
 
     t = _step("4/5 stack: tritonserver + scoring gateway")
-    status = stack.stack_up(settings, [model])
+    status = stack.stack_up(settings, models)
     print(f"   triton {status['triton'].get('url', '')}  gateway {status['gateway']['url']}  (docs: {status['gateway']['url']}/docs)")
     _done(t, {})
 
@@ -53,15 +58,16 @@ def run_demo(settings: Settings, model: str = "dlf", epochs: int | None = None, 
     url = status["gateway"]["url"]
     with httpx.Client(timeout=10) as client:
         for body in workflow.sample_requests(settings):
-            r = client.post(f"{url}/v1/score", json=body | {"model": model, "top_k": 5})
-            if r.status_code != 200:
-                print(f"   user {body['user_id']}: HTTP {r.status_code} {r.text}")
-                continue
-            out = r.json()
-            top = ", ".join(f"{i['item_id']}:{i['score']:.3f}" for i in out["items"])
-            flag = " [cold start]" if out["cold_start"] else ""
-            print(f"   user {out['user_id']:>16}{flag}: {len(body['item_ids'])} candidates -> top5 {top}  "
-                  f"({out['model']} v{out['model_version']}, {out['timings_ms']['total']:.1f} ms)")
+            for model in models:
+                r = client.post(f"{url}/v1/score", json=body | {"model": model, "top_k": 5})
+                if r.status_code != 200:
+                    print(f"   user {body['user_id']}: HTTP {r.status_code} {r.text}")
+                    continue
+                out = r.json()
+                top = ", ".join(f"{i['item_id']}:{i['score']:.3f}" for i in out["items"])
+                flag = " [cold start]" if out["cold_start"] else ""
+                print(f"   user {out['user_id']:>16}{flag} {out['model']:>5} v{out['model_version']}: "
+                      f"{len(body['item_ids'])} candidates -> top5 {top}  ({out['timings_ms']['total']:.1f} ms)")
     _done(t, {})
     if keep_running:
         print(f"\nThe stack keeps running: try `recast score 196 242 302 377` or open {url}/docs; "

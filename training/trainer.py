@@ -29,7 +29,7 @@ from tqdm import tqdm
 from features.spec import FeatureSpec
 from training.data import CTRData, batches, load_split
 from training.distributed import dense_parameters, gather_full_state, init_distributed, wrap_model
-from training.metrics import log_loss, roc_auc
+from training.metrics import ExpertCorrelation, correlation_from_moments, log_loss, roc_auc
 from training.models import build_head, make_config
 from training.sparse import CTRModel, padded_to_kjt
 
@@ -63,6 +63,8 @@ class TrainResult:
     history: list[dict[str, float]]
     seconds: float
     examples_per_second: float
+    test_expert_correlation: float = float("nan")
+    """Cross-Expert Correlation on the test split (mixture-of-experts models only)."""
 
 
 def seed_everything(seed: int) -> None:
@@ -71,14 +73,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def predict(dmp: torch.nn.Module, spec: FeatureSpec, data: CTRData, batch_size: int) -> np.ndarray:
-    """Probabilities for every row of ``data`` (all ranks take part, all get the result)."""
+def _head(dmp: torch.nn.Module) -> torch.nn.Module:
+    return dmp.module.head
+
+
+def predict(dmp: torch.nn.Module, spec: FeatureSpec, data: CTRData, batch_size: int) -> tuple[np.ndarray, float]:
+    """Probabilities for every row of ``data`` (all ranks take part, all get the result),
+    and the Cross-Expert Correlation over the set for mixture-of-experts heads (NaN otherwise)."""
     rank, world = dist.get_rank(), dist.get_world_size()
     dmp.eval()
     chunks: list[torch.Tensor] = []
+    head = _head(dmp)
+    experts = ExpertCorrelation() if hasattr(head, "decorrelation_targets") else None
     with torch.no_grad():
         for batch, real in batches(data, batch_size, rank, world):
             probs = torch.sigmoid(dmp(padded_to_kjt(spec, batch.ids, batch.mask), batch.dense))
+            if experts is not None and real:
+                experts.update(head.decorrelation_targets()[:, :real].numpy())
             if world > 1:
                 gathered = [torch.empty_like(probs) for _ in range(world)]
                 reals = [torch.zeros(1, dtype=torch.int64) for _ in range(world)]
@@ -88,7 +99,16 @@ def predict(dmp: torch.nn.Module, spec: FeatureSpec, data: CTRData, batch_size: 
             else:
                 chunks.append(probs[:real])
     dmp.train()
-    return torch.cat(chunks).numpy()
+    correlation = float("nan")
+    if experts is not None:
+        n, sums, cross = experts.moments()
+        if world > 1:  # exact over the whole set: add up every rank's moments
+            packed = torch.from_numpy(np.concatenate([[n], sums.ravel(), cross.ravel()]))
+            dist.all_reduce(packed)
+            packed = packed.numpy()
+            n, sums, cross = int(packed[0]), packed[1 : 1 + sums.size].reshape(sums.shape), packed[1 + sums.size :].reshape(cross.shape)
+        correlation = correlation_from_moments(n, sums, cross)
+    return torch.cat(chunks).numpy(), correlation
 
 
 def _resumable(config: dict) -> dict:
@@ -172,6 +192,8 @@ def train(
                 break
             logits = dmp(padded_to_kjt(spec, batch.ids, batch.mask), batch.dense)
             loss = loss_fn(logits, batch.labels)
+            if hasattr(_head(dmp), "auxiliary_loss"):
+                loss = loss + _head(dmp).auxiliary_loss()
             dense_opt.zero_grad()
             loss.backward()
             if cfg.grad_clip:
@@ -182,9 +204,10 @@ def train(
             bar.set_postfix(loss=f"{running:.4f}", val_auc=f"{state['best_auc']:.4f}")
             bar.update()
         bar.close()
-        probs = predict(dmp, spec, val_data, cfg.eval_batch_size)
+        probs, val_corr = predict(dmp, spec, val_data, cfg.eval_batch_size)
         val_auc, val_ll = roc_auc(val_data.labels.numpy(), probs), log_loss(val_data.labels.numpy(), probs)
-        state["history"].append({"epoch": epoch, "train_loss": running or float("nan"), "val_auc": val_auc, "val_logloss": val_ll})
+        state["history"].append({"epoch": epoch, "train_loss": running or float("nan"), "val_auc": val_auc,
+                                 "val_logloss": val_ll, "val_expert_correlation": val_corr})
         state["epoch"] = epoch
         if np.isnan(val_auc):
             raise ValueError("the validation split has a single class: AUC is undefined, early stopping cannot work")
@@ -202,29 +225,42 @@ def train(
             state["bad_epochs"] += 1
         if rank == 0:
             flag = "*" if improved else " "
-            print(f"{cfg.model} epoch {epoch:2d}{flag} loss {running:.4f}  val AUC {val_auc:.4f}  logloss {val_ll:.4f}", flush=True)
+            corr = "" if np.isnan(val_corr) else f"  expert corr {val_corr:.4f}"
+            print(f"{cfg.model} epoch {epoch:2d}{flag} loss {running:.4f}  val AUC {val_auc:.4f}  logloss {val_ll:.4f}{corr}", flush=True)
         _save_checkpoint(run_dir, dmp, dense_opt, state)
     elapsed = time.perf_counter() - started
 
     # test metrics with the best weights
     best = torch.load(run_dir / "best.pt", weights_only=False) if rank == 0 else None
-    test_auc, test_ll = _test_with_best(cfg, spec, best, test_data) if rank == 0 else (float("nan"), float("nan"))
+    nan = float("nan")
+    test_auc, test_ll, test_corr = _test_with_best(cfg, spec, best, test_data) if rank == 0 else (nan, nan, nan)
     if rank == 0:
-        (run_dir / "result.json").write_text(json.dumps({"test_auc": test_auc, "test_logloss": test_ll, "best_epoch": state["best_epoch"], "val_auc": state["best_auc"]}, indent=2))
+        result = {"test_auc": test_auc, "test_logloss": test_ll, "best_epoch": state["best_epoch"], "val_auc": state["best_auc"]}
+        if not np.isnan(test_corr):
+            result["test_expert_correlation"] = test_corr
+        (run_dir / "result.json").write_text(json.dumps(result, indent=2))
     dist.barrier()
-    return TrainResult(run_dir, state["best_epoch"], state["best_auc"], test_auc, test_ll, state["history"], elapsed, seen / max(elapsed, 1e-9))
+    return TrainResult(run_dir, state["best_epoch"], state["best_auc"], test_auc, test_ll, state["history"], elapsed,
+                       seen / max(elapsed, 1e-9), test_corr)
 
 
 def head_config(cfg: TrainConfig) -> Any:
     return make_config(cfg.model, cfg.hparams)
 
 
-def _test_with_best(cfg: TrainConfig, spec: FeatureSpec, best: dict, data: CTRData) -> tuple[float, float]:
-    """Score the test split with the unsharded best weights (the exported model's path)."""
+def _test_with_best(cfg: TrainConfig, spec: FeatureSpec, best: dict, data: CTRData) -> tuple[float, float, float]:
+    """Score the test split with the unsharded best weights (the exported model's path):
+    AUC, log loss, and the Cross-Expert Correlation for mixture-of-experts heads."""
     from training.export import inference_model_from_checkpoint
 
     model = inference_model_from_checkpoint(best)
+    experts = ExpertCorrelation() if hasattr(model.head, "decorrelation_targets") else None
+    chunks = []
     with torch.no_grad():
-        probs = torch.cat([model(b.ids, b.mask, b.dense if b.dense.shape[1] else None)[:, 0] for b, _ in batches(data, cfg.eval_batch_size)])
-    probs = probs[: len(data)].numpy()
-    return roc_auc(data.labels.numpy(), probs), log_loss(data.labels.numpy(), probs)
+        for b, real in batches(data, cfg.eval_batch_size):
+            chunks.append(model(b.ids, b.mask, b.dense if b.dense.shape[1] else None)[:real, 0])
+            if experts is not None:
+                experts.update(model.head.decorrelation_targets()[:, :real].numpy())
+    probs = torch.cat(chunks).numpy()
+    corr = experts.value() if experts is not None else float("nan")
+    return roc_auc(data.labels.numpy(), probs), log_loss(data.labels.numpy(), probs), corr

@@ -46,14 +46,16 @@ def spine(tmp_path_factory: pytest.TempPathFactory):
     workflow.build_features(settings)
     trained = workflow.train_model(settings, "dlf", {"progress": False})
     exported = workflow.export_model(settings, "dlf")
-    status = stack.stack_up(settings, ["dlf"])
+    workflow.train_model(settings, "dmoe", {"progress": False})
+    workflow.export_model(settings, "dmoe")
+    status = stack.stack_up(settings, ["dlf", "dmoe"])
     client = httpx.Client(base_url=status["gateway"]["url"], timeout=30)
     yield settings, client, trained, exported
     client.close()
     stack.stack_down(settings)
 
 
-def _torch_scores(settings: Settings, user: str, items: list[str]) -> np.ndarray:
+def _torch_scores(settings: Settings, user: str, items: list[str], model_name: str = "dlf") -> np.ndarray:
     """The same request scored by the PyTorch model from the parquet offline store."""
     features = settings.path(settings.data.features_dir)
     spec = FeatureSpec.load(features / "spec.json")
@@ -66,7 +68,7 @@ def _torch_scores(settings: Settings, user: str, items: list[str]) -> np.ndarray
         else:
             columns[f.name] = [item_rows[i][f.name] for i in items]
     ids, mask = encode_padded(spec, columns)
-    best = torch.load(workflow.run_dir(settings, "dlf") / "best.pt", weights_only=False)
+    best = torch.load(workflow.run_dir(settings, model_name) / "best.pt", weights_only=False)
     model = inference_model_from_checkpoint(best)
     with torch.no_grad():
         return model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()[:, 0]
@@ -93,6 +95,23 @@ def test_gateway_scores_equal_pytorch(spine):
     diff = max(abs(got[item] - float(e)) for item, e in zip(items, expected))
     assert diff <= 1e-5, diff
     assert set(body["timings_ms"]) >= {"features", "inference", "total"}
+
+
+def test_dmoe_served_beside_dlf_by_name(spine):
+    settings, client, _, _ = spine
+    items = ["242", "302", "377", "51"]
+    r = client.post("/v1/score", json={"user_id": "196", "item_ids": items, "model": "dmoe"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == "dmoe" and body["model_version"] == "1"
+    got = {i["item_id"]: i["score"] for i in body["items"]}
+    expected = _torch_scores(settings, "196", items, "dmoe")
+    assert max(abs(got[i] - float(e)) for i, e in zip(items, expected)) <= 1e-5
+    dlf = client.post("/v1/score", json={"user_id": "196", "item_ids": items}).json()
+    assert dlf["model"] == "dlf" and {i["item_id"]: i["score"] for i in dlf["items"]} != got
+    assert client.get("/readyz").json()["models"] == {"dlf": True, "dmoe": True}
+    result = (workflow.run_dir(settings, "dmoe") / "result.json").read_text()
+    assert "test_expert_correlation" in result
 
 
 def test_integer_ids_and_top_k(spine):

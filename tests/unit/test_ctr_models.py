@@ -29,6 +29,7 @@ SMALL = {
     "lr": {},
     "deepfm": {"hidden_units": [32, 16], "dropout": 0.1, "batch_norm": True},
     "dcnv2": {"cross_layers": 2, "hidden_units": [32, 16], "dropout": 0.1, "batch_norm": True},
+    "dmoe": {"expert_dim": 6, "hidden_units": [16, 8], "cross_layers": 2, "gate_hidden": 8},
     "finalmlp": {"mlp1_hidden_units": [32, 16], "mlp2_hidden_units": [24], "gate_hidden": 8, "num_heads": 2},
     "dlf": {"num_layers": 2, "n_low_rank": 3, "n_high_rank": 4, "n_implicit": 2, "rank": 5,
             "block_hidden_units": [24], "head_hidden_units": [32]},
