@@ -7,9 +7,10 @@ h_k in R^m; a softmax gate mixes them; a linear tower gives the logit:
     g = softmax(W_g2 relu(W_g1 x_g))            x_g = vec(mean_k E_k)   (gate input)
     h = sum_k g_k h_k,    logit = w^T h + b
 
-Experts (``expert_types``): "dnn" (MLP over vec(E_k)), "cross" (DCN-V2
-cross network over vec(E_k), then a linear map to m), "fm" (FM/NFM
-bi-interaction pooling 0.5((sum_f e_f)^2 - sum_f e_f^2), then an MLP to m).
+Experts (``expert_types``), each a complete interaction model of its kind:
+"dnn" (MLP over vec(E_k)), "cross" (DCN-V2: cross network beside a DNN),
+"fm" (DeepFM-style: FM bi-interaction pooling 0.5((sum_f e_f)^2 - sum_f e_f^2)
+beside a DNN); each ends in a linear map to m.
 
 Cross-Expert De-Correlation loss (our reading of the paper's description),
 over a batch of n examples, with rho the Pearson correlation across the
@@ -68,26 +69,32 @@ class DNNExpert(nn.Module):
 
 
 class CrossExpert(nn.Module):
+    """DCN-V2 (parallel): cross network and DNN side by side, then a linear map to m."""
+
     def __init__(self, num_fields: int, d: int, num_dense: int, cfg: DMoEConfig) -> None:
         super().__init__()
         n = num_fields * d + num_dense
         self.cross = CrossNetV2(n, cfg.cross_layers)
-        self.out = nn.Linear(n, cfg.expert_dim)
+        self.deep = MLP(n, cfg.hidden_units, cfg.dropout, batch_norm=True)
+        self.out = nn.Linear(n + self.deep.out_dim, cfg.expert_dim)
 
     def forward(self, emb: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        return self.out(self.cross(flatten_inputs(emb, dense)))
+        x0 = flatten_inputs(emb, dense)
+        return self.out(torch.cat([self.cross(x0), self.deep(x0)], dim=1))
 
 
 class FMExpert(nn.Module):
+    """Factorization-machine expert: FM bi-interaction pooling beside a DNN (DeepFM-style), then to m."""
+
     def __init__(self, num_fields: int, d: int, num_dense: int, cfg: DMoEConfig) -> None:
         super().__init__()
-        self.norm = nn.BatchNorm1d(d + num_dense)
-        self.net = MLP(d + num_dense, cfg.hidden_units[-1:], cfg.dropout, batch_norm=True, out_dim=cfg.expert_dim)
+        self.norm = nn.BatchNorm1d(d)
+        self.deep = MLP(num_fields * d + num_dense, cfg.hidden_units, cfg.dropout, batch_norm=True)
+        self.out = nn.Linear(d + self.deep.out_dim, cfg.expert_dim)
 
     def forward(self, emb: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         bi = 0.5 * (emb.sum(dim=1).pow(2) - emb.pow(2).sum(dim=1))
-        x = bi if dense.shape[1] == 0 else torch.cat([bi, dense], dim=1)
-        return self.net(self.norm(x))
+        return self.out(torch.cat([self.norm(bi), self.deep(flatten_inputs(emb, dense))], dim=1))
 
 
 EXPERTS: dict[str, type[nn.Module]] = {"dnn": DNNExpert, "cross": CrossExpert, "fm": FMExpert}
