@@ -59,30 +59,32 @@ class DLFConfig:
     dropout: float = 0.1
     fusion: Literal["attention", "concat"] = "attention"
     gated_residual: bool = True
+    block_activation: Literal["relu", "none"] = "relu"
+    """sigma on the branch outputs: ReLU as in the equations, or none as in the public code."""
 
 
 class _InteractionProjection(nn.Module):
     """sigma(W vec(LN(X)) + b) reshaped into ``n_out`` tokens of width d."""
 
-    def __init__(self, in_dim: int, n_out: int, d: int, hidden: tuple[int, ...], dropout: float) -> None:
+    def __init__(self, in_dim: int, n_out: int, d: int, hidden: tuple[int, ...], dropout: float, activate: bool = True) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(in_dim)
         self.proj = MLP(in_dim, hidden, dropout, batch_norm=bool(hidden), out_dim=n_out * d)
-        self.n_out, self.d = n_out, d
+        self.n_out, self.d, self.activate = n_out, d, activate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.proj(self.norm(x.flatten(1)))
-        return torch.relu(out).view(-1, self.n_out, self.d)
+        return (torch.relu(out) if self.activate else out).view(-1, self.n_out, self.d)
 
 
 class LowRankBlock(nn.Module):
     """alpha: explicit interaction of the raw fields E^(1) with the current tokens."""
 
-    def __init__(self, f1: int, fl: int, d: int, n_out: int, rank: int, hidden: tuple[int, ...], dropout: float) -> None:
+    def __init__(self, f1: int, fl: int, d: int, n_out: int, rank: int, hidden: tuple[int, ...], dropout: float, activate: bool = True) -> None:
         super().__init__()
         self.w_in = nn.Parameter(torch.empty(fl, rank))
         nn.init.kaiming_uniform_(self.w_in, a=math.sqrt(5))
-        self.out = _InteractionProjection(f1 * rank, n_out, d, hidden, dropout)
+        self.out = _InteractionProjection(f1 * rank, n_out, d, hidden, dropout, activate)
 
     def forward(self, e1: torch.Tensor, el: torch.Tensor) -> torch.Tensor:
         compressed = torch.matmul(el.transpose(1, 2), self.w_in)  # [B, d, R]
@@ -92,11 +94,11 @@ class LowRankBlock(nn.Module):
 class HighRankBlock(nn.Module):
     """beta: interaction of the current tokens with themselves (higher orders)."""
 
-    def __init__(self, fl: int, d: int, n_out: int, rank: int, hidden: tuple[int, ...], dropout: float) -> None:
+    def __init__(self, fl: int, d: int, n_out: int, rank: int, hidden: tuple[int, ...], dropout: float, activate: bool = True) -> None:
         super().__init__()
         self.w_in = nn.Parameter(torch.empty(fl, rank))
         nn.init.kaiming_uniform_(self.w_in, a=math.sqrt(5))
-        self.out = _InteractionProjection(fl * rank, n_out, d, hidden, dropout)
+        self.out = _InteractionProjection(fl * rank, n_out, d, hidden, dropout, activate)
 
     def forward(self, el: torch.Tensor) -> torch.Tensor:
         compressed = torch.matmul(el.transpose(1, 2), self.w_in)
@@ -106,12 +108,14 @@ class HighRankBlock(nn.Module):
 class ImplicitBlock(nn.Module):
     """gamma: sigma(W_D^T E^(l) + b), a dense mix along the field axis."""
 
-    def __init__(self, fl: int, d: int, n_out: int) -> None:
+    def __init__(self, fl: int, d: int, n_out: int, activate: bool = True) -> None:
         super().__init__()
         self.mix = nn.Linear(fl, n_out)
+        self.activate = activate
 
     def forward(self, el: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.mix(el.transpose(1, 2))).transpose(1, 2)
+        out = self.mix(el.transpose(1, 2)).transpose(1, 2)
+        return torch.relu(out) if self.activate else out
 
 
 class NetworkAwareAttentionFusion(nn.Module):
@@ -139,9 +143,10 @@ class DLFLayer(nn.Module):
     def __init__(self, f1: int, fl: int, d: int, cfg: DLFConfig) -> None:
         super().__init__()
         self.f_out = cfg.n_low_rank + cfg.n_high_rank + cfg.n_implicit
-        self.low = LowRankBlock(f1, fl, d, cfg.n_low_rank, cfg.rank, cfg.block_hidden_units, cfg.dropout)
-        self.high = HighRankBlock(fl, d, cfg.n_high_rank, cfg.rank, cfg.block_hidden_units, cfg.dropout)
-        self.implicit = ImplicitBlock(fl, d, cfg.n_implicit)
+        act = cfg.block_activation == "relu"
+        self.low = LowRankBlock(f1, fl, d, cfg.n_low_rank, cfg.rank, cfg.block_hidden_units, cfg.dropout, act)
+        self.high = HighRankBlock(fl, d, cfg.n_high_rank, cfg.rank, cfg.block_hidden_units, cfg.dropout, act)
+        self.implicit = ImplicitBlock(fl, d, cfg.n_implicit, act)
         self.residual_proj = nn.Linear(fl, self.f_out, bias=False) if fl != self.f_out else None
         self.attention = cfg.fusion == "attention"
         self.fusion = NetworkAwareAttentionFusion(d, 3) if self.attention else None

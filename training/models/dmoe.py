@@ -50,7 +50,7 @@ class DMoEConfig:
     heterogeneous: bool = True
     homogeneous_type: str = "dnn"
     per_expert_embeddings: bool = True
-    decorrelation_weight: float = 0.1
+    decorrelation_weight: float = 0.01
     decorrelate_on: Literal["representation", "logit"] = "representation"
     expert_dim: int = 64
     hidden_units: tuple[int, ...] = (256, 128)
