@@ -34,6 +34,23 @@ USERS_FILE = "users.parquet"
 ITEMS_FILE = "items.parquet"
 """Same names as features.pipeline writes (kept here so the gateway needs no polars)."""
 
+# Streaming features (written by streaming/processor.py through Feast push
+# sources; semantics in streaming/features.py). Never expire (ttl 0): windows
+# are in event time, anchored at the entity's latest event.
+USER_STREAM_VIEW = "user_stream_features"
+ITEM_STREAM_VIEW = "item_stream_features"
+USER_STREAM_PUSH = "user_stream_push"
+ITEM_STREAM_PUSH = "item_stream_push"
+USER_STREAM_FEATURES = ("clicks_1h", "clicks_24h", "events_24h", "purchases_24h", "last_items", "last_item_ids",
+                        "last_event_ms")
+ITEM_STREAM_FEATURES = ("item_clicks_1h", "item_clicks_24h", "item_events_24h", "item_clicks_total",
+                        "item_last_event_ms")
+STREAM_FEATURE_TYPES = {"last_items": "Array(String)", "last_item_ids": "Array(Int64)"}
+"""Feast dtypes of the streaming features that are not Int64."""
+USER_STREAM_DIR = "user_stream"
+ITEM_STREAM_DIR = "item_stream"
+"""Folders of parquet parts under ``settings.stream.offline_dir`` (the push sources' batch sources)."""
+
 FEATURE_STORE_YAML = "feature_store.yaml"
 DEFINITIONS_FILE = "recast_definitions.py"
 STATE_FILE = ".recast_state.json"
@@ -87,12 +104,19 @@ def render_feature_store_yaml(settings: Settings) -> str:
     )
 
 
+def stream_offline_dirs(settings: Settings) -> tuple[Path, Path]:
+    """Parquet folders of the user and item streaming features (offline store)."""
+    base = settings.path(settings.stream.offline_dir).resolve()
+    return base / USER_STREAM_DIR, base / ITEM_STREAM_DIR
+
+
 def render_definitions(settings: Settings) -> str:
     features = settings.path(settings.data.features_dir).resolve()
+    user_stream_dir, item_stream_dir = stream_offline_dirs(settings)
 
     def fields(names: tuple[str, ...]) -> str:
         return "".join(
-            f"        Field(name={n!r}, dtype={'Array(Int64)' if n in MULTI_VALUED else 'Int64'}),\n"
+            f"        Field(name={n!r}, dtype={'Array(Int64)' if n in MULTI_VALUED else STREAM_FEATURE_TYPES.get(n, 'Int64')}),\n"
             for n in names
         )
 
@@ -100,8 +124,8 @@ def render_definitions(settings: Settings) -> str:
 
 from datetime import timedelta
 
-from feast import Entity, FeatureView, Field, FileSource, Project, ValueType
-from feast.types import Array, Int64
+from feast import Entity, FeatureView, Field, FileSource, Project, PushSource, ValueType
+from feast.types import Array, Int64, String
 
 project = Project(name={settings.feast.project!r}, description="recast: MovieLens CTR features")
 
@@ -134,6 +158,37 @@ items_source = FileSource(name="items_source", path={str(features / ITEMS_FILE)!
     source=items_source,
     online=True,
 )
+
+# Streaming features: the stream processor pushes micro-batches online and
+# writes the same rows as parquet parts into these folders (offline store).
+user_stream_push = PushSource(
+    name={USER_STREAM_PUSH!r},
+    batch_source=FileSource(name="user_stream_offline", path={str(user_stream_dir)!r},
+                            timestamp_field="event_timestamp"),
+)
+item_stream_push = PushSource(
+    name={ITEM_STREAM_PUSH!r},
+    batch_source=FileSource(name="item_stream_offline", path={str(item_stream_dir)!r},
+                            timestamp_field="event_timestamp"),
+)
+{USER_STREAM_VIEW} = FeatureView(
+    name={USER_STREAM_VIEW!r},
+    entities=[user],
+    ttl=timedelta(0),
+    schema=[
+{fields(USER_STREAM_FEATURES)}    ],
+    source=user_stream_push,
+    online=True,
+)
+{ITEM_STREAM_VIEW} = FeatureView(
+    name={ITEM_STREAM_VIEW!r},
+    entities=[item],
+    ttl=timedelta(0),
+    schema=[
+{fields(ITEM_STREAM_FEATURES)}    ],
+    source=item_stream_push,
+    online=True,
+)
 '''
 
 
@@ -148,6 +203,8 @@ def generate_repo(settings: Settings) -> Path:
             path.write_text(text)
     for p in (settings.feast.registry_path, settings.feast.online_store_path):
         settings.path(p).parent.mkdir(parents=True, exist_ok=True)
+    for d in stream_offline_dirs(settings):
+        d.mkdir(parents=True, exist_ok=True)
     return repo
 
 
@@ -170,7 +227,7 @@ def load_definitions(repo: Path) -> list[Any]:
         raise ImportError(f"cannot load Feast definitions from {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    kinds = (feast.Project, feast.Entity, feast.FeatureView, feast.FileSource)
+    kinds = (feast.Project, feast.Entity, feast.FeatureView, feast.FileSource, feast.PushSource)
     return [v for v in vars(module).values() if isinstance(v, kinds)]
 
 
@@ -190,10 +247,14 @@ def apply_repo(settings: Settings) -> "FeatureStore":
 
 
 def materialize(settings: Settings, store: "FeatureStore | None" = None) -> "FeatureStore":
-    """Load every row of the sources into the online store (epoch to now)."""
+    """Load every row of the static sources into the online store (epoch to now).
+
+    The streaming views are left alone: the stream processor keeps them fresh by push.
+    """
     repo = repo_dir(settings)
     store = store or open_store(repo)
-    store.materialize(start_date=MATERIALIZE_START, end_date=datetime.now(timezone.utc))
+    store.materialize(start_date=MATERIALIZE_START, end_date=datetime.now(timezone.utc),
+                      feature_views=[USER_VIEW, ITEM_VIEW])
     state = _read_state(repo)
     state["materialized"] = {"config": _config_hash(repo), "sources": _sources_hash(settings)}
     _write_state(repo, state)

@@ -149,9 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     # each area registers its own subcommands (recast stream ..., recast abtest ...)
     from abtest.cli import register as register_abtest
     from streaming.cli import register as register_streaming
+    from streaming.forecast_cli import register as register_forecast
 
     register_streaming(sub)
     register_abtest(sub)
+    register_forecast(sub)
     return p
 
 

@@ -1,5 +1,6 @@
-"""The local stack: a real tritonserver and the scoring gateway, as background
-processes with pid files, logs and health checks (``recast stack up|down|status``).
+"""The local stack: the Kafka-protocol broker (Tansu, memory-only), a real
+tritonserver and the scoring gateway, as background processes with pid files,
+logs and health checks (``recast stack up|down|status``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,24 @@ from typing import Any
 from recast.settings import Settings
 
 
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs. An exited child of this process is a zombie, which
+    ``os.kill(pid, 0)`` still reports as alive: reap it here instead."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:  # not our child (started by an earlier CLI call)
+        pass
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
 class GatewayProcess:
     """uvicorn running serving.gateway in the background of this machine."""
 
@@ -31,10 +50,9 @@ class GatewayProcess:
     def _pid(self) -> int | None:
         try:
             pid = int(json.loads(self.pid_file.read_text())["pid"])
-            os.kill(pid, 0)
-            return pid
         except (OSError, ValueError, KeyError):
             return None
+        return pid if _alive(pid) else None
 
     def healthy(self) -> bool:
         try:
@@ -78,9 +96,7 @@ class GatewayProcess:
         os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except OSError:
+            if not _alive(pid):
                 break
             time.sleep(0.1)
         else:
@@ -104,6 +120,9 @@ def triton(settings: Settings):
 
 
 def stack_up(settings: Settings, models: list[str] | None = None) -> dict[str, Any]:
+    from streaming.broker import broker_up
+
+    broker_up(settings)  # before the gateway, which publishes exposures to it
     tri = triton(settings)
     tri.start(wait=True)
     for name in models or [settings.gateway.model_name]:
@@ -114,8 +133,14 @@ def stack_up(settings: Settings, models: list[str] | None = None) -> dict[str, A
 
 
 def stack_down(settings: Settings) -> dict[str, bool]:
-    return {"gateway": GatewayProcess(settings).stop(), "triton": triton(settings).stop()}
+    from streaming.broker import broker_down
+
+    return {"gateway": GatewayProcess(settings).stop(), "triton": triton(settings).stop(),
+            "broker": broker_down(settings)}
 
 
 def stack_status(settings: Settings) -> dict[str, Any]:
-    return {"triton": triton(settings).status(), "gateway": GatewayProcess(settings).status()}
+    from streaming.broker import broker_status
+
+    return {"triton": triton(settings).status(), "gateway": GatewayProcess(settings).status(),
+            "broker": broker_status(settings)}

@@ -94,7 +94,7 @@ def export_model(settings: Settings, model: str, version: int | None = None) -> 
     """best.pt -> ONNX (parity-checked) -> both Triton repositories as a new version."""
     from training.data import load_split
     from training.export import export_checkpoint
-    from serving.model_repository import list_models, write_model_repository
+    from serving.model_repository import default_site_packages, list_models, write_model_repository
 
     best = run_dir(settings, model) / "best.pt"
     if not best.exists():
@@ -119,6 +119,7 @@ def export_model(settings: Settings, model: str, version: int | None = None) -> 
         result.onnx_path, _spec(out_dir), model, version, prod_repo, local_repo,
         max_batch_size=settings.export.max_batch_size,
         extra_files={"export.json": out_dir / "export.json"},
+        site_packages=default_site_packages(settings),
     )
     info = {"model": model, "version": version, "onnx": str(result.onnx_path), "parity_max_abs_diff": result.parity_max_abs_diff,
             "parity_rows": result.parity_rows, "tensorrt": result.tensorrt_note, "checkpoint_mtime": best.stat().st_mtime}

@@ -5,12 +5,18 @@ is JSON with an ``error`` code; malformed requests get 422, unknown items
 422 (listing them), unknown models 404, oversized requests 413, and an
 unreachable Triton or feature store 503 (counted in
 ``recast_gateway_backend_errors_total``).
+
+Every scored response is also logged as an exposure event to Kafka by
+``serving.exposures`` without blocking the request (bounded queue, background
+producer; the policy when Kafka is down is in that module's docstring).
 """
 
 from __future__ import annotations
 
+import gc
 import time
 import uuid
+from datetime import datetime, timezone
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -58,6 +64,8 @@ class ScoreResponse(BaseModel):
     cold_start: bool = Field(description="true when the user is unknown and scored with 'unknown' user features")
     items: list[ScoredItem]
     timings_ms: dict[str, float]
+    experiments: list[dict[str, str]] = Field(default_factory=list, description="experiment assignments that chose the model")
+    holdout: bool = Field(False, description="true when the user is in the global experiment holdout")
 
 
 class GatewayMetrics:
@@ -69,14 +77,23 @@ class GatewayMetrics:
         self.candidates = Histogram("recast_gateway_candidates", "Candidates per request", buckets=(1, 10, 50, 100, 200, 500, 1000), registry=registry)
         self.backend_errors = Counter("recast_gateway_backend_errors_total", "Triton / feature store failures", ["reason"], registry=registry)
         self.cold_starts = Counter("recast_gateway_cold_start_total", "Requests for users unknown to the feature store", registry=registry)
+        self.unroutable = Counter("recast_gateway_unroutable_total", "Requests whose experiment variant names a model that is not deployed", ["model"], registry=registry)
 
 
-def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -> FastAPI:
-    """Build the app; ``scorer`` can be injected (tests), otherwise Feast + Triton from settings."""
+def create_app(settings: Settings | None = None, scorer: Scorer | None = None, exposures: Any = None,
+               router: Any = None) -> FastAPI:
+    """Build the app; ``scorer`` can be injected (tests), otherwise Feast + Triton from settings.
+
+    ``router`` (an ``abtest.routing.Router``) assigns users to experiment variants; without
+    it the gateway builds one from ``settings.abtest`` when ``abtest.route_requests`` is on.
+
+    ``exposures`` (a ``serving.exposures.ExposureSink``) can be injected too; without it the
+    gateway publishes to Kafka when it builds its own scorer and ``stream.publish_exposures`` is on.
+    """
     settings = settings or get_settings()
     registry = CollectorRegistry()
     metrics = GatewayMetrics(registry)
-    state: dict[str, Any] = {"scorer": scorer}
+    state: dict[str, Any] = {"scorer": scorer, "exposures": exposures, "router": router}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -88,14 +105,33 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
             specs = load_model_specs(repo)
             if not specs:
                 raise RuntimeError(f"no models with spec.json in {repo}: run `recast export` first")
+            from streaming.features import uses_stream_features
+
+            mode = settings.stream.gateway_stream_features
+            stream = mode == "on" or (mode == "auto" and uses_stream_features(specs.values()))
             state["scorer"] = Scorer(
-                OnlineFeatureReader(settings),
+                OnlineFeatureReader(settings, stream=stream),
                 TritonBackend(settings.triton.url, settings.triton.client_timeout_s),
                 specs,
                 settings.gateway.model_name,
                 settings.gateway.max_candidates,
             )
+            if state["exposures"] is None and settings.stream.publish_exposures:
+                from serving.exposures import ExposurePublisher
+
+                state["exposures"] = ExposurePublisher.from_settings(settings, registry).start()
+        if state["router"] is None and settings.abtest.route_requests:
+            from abtest.routing import Router
+
+            state["router"] = Router.from_settings(settings)
+        # Feast, protobuf, FastAPI and pydantic leave ~200k long-lived objects; a full
+        # (gen-2) collection over them stalls the event loop for 100-180 ms, which is
+        # the gateway's p99. Move them out of the collector's reach once, at startup.
+        gc.collect()
+        gc.freeze()
         yield
+        if state["exposures"] is not None:
+            state["exposures"].close(timeout=5.0)
         backend = getattr(state["scorer"], "backend", None)
         if hasattr(backend, "close"):
             await backend.close()
@@ -130,7 +166,16 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
     @app.post("/v1/score", response_model=ScoreResponse)
     async def score(req: ScoreRequest) -> ScoreResponse:
         started = time.perf_counter()
-        result = await state["scorer"].score(req.user_id, req.item_ids, req.model)
+        model, assignments, holdout, forced = req.model, [], False, req.model is not None
+        if state["router"] is not None:
+            decision = state["router"].route(req.user_id, requested_model=req.model, now=datetime.now(timezone.utc))
+            model, assignments, holdout = decision.model, list(decision.assignments), decision.holdout
+            if not forced and model not in state["scorer"].specs:
+                # the variant's model is not deployed: serve the default and do not count an
+                # exposure (the SRM check of the readout flags the experiment)
+                metrics.unroutable.labels(str(model)).inc()
+                model, assignments = None, []
+        result = await state["scorer"].score(req.user_id, req.item_ids, model)
         metrics.features.observe(result.timings_ms["features"] / 1e3)
         metrics.inference.labels(result.model).observe(result.timings_ms["inference"] / 1e3)
         metrics.candidates.observe(len(req.item_ids))
@@ -138,7 +183,7 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
             metrics.cold_starts.inc()
         timings = {k: round(v, 3) for k, v in result.timings_ms.items()}
         timings["total"] = round((time.perf_counter() - started) * 1e3, 3)
-        return ScoreResponse(
+        response = ScoreResponse(
             request_id=uuid.uuid4().hex,
             user_id=result.user_id,
             model=result.model,
@@ -146,7 +191,18 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
             cold_start=result.cold_start,
             items=[ScoredItem(**i) for i in result.ranked(req.top_k)],
             timings_ms=timings,
+            experiments=[{"experiment": a.experiment, "layer": a.layer, "variant": a.variant} for a in assignments],
+            holdout=holdout,
         )
+        if state["exposures"] is not None:  # never blocks: bounded queue, background producer
+            shown = [(i.item_id, i.score) for i in response.items]
+            # one exposure per experiment (same request id); one untagged when in none or forced
+            for a in (assignments if not forced else []) or [None]:
+                state["exposures"].publish_scored(response.request_id, response.user_id, response.model,
+                                                  response.model_version, shown, response.cold_start,
+                                                  experiment=a.experiment if a else None,
+                                                  variant=a.variant if a else None)
+        return response
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

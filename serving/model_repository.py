@@ -175,8 +175,8 @@ class PublishedModel:
     local_version_dir: Path
 
 
-def default_site_packages() -> Path:
-    """site-packages of the Triton host venv from settings (used by model.py).
+def default_site_packages(settings: Any = None) -> Path:
+    """site-packages of the Triton host venv of ``settings`` (default: get_settings()), used by model.py.
 
     The Python-backend stub does not inherit ``PYTHONPATH``; the local
     ``model.py`` adds this directory to ``sys.path`` before importing
@@ -184,7 +184,7 @@ def default_site_packages() -> Path:
     """
     from recast.settings import get_settings
 
-    settings = get_settings()
+    settings = settings or get_settings()
     venv = settings.path(settings.triton.venv).resolve()
     found = sorted(venv.glob("lib/python3*/site-packages"))
     if found:

@@ -11,7 +11,9 @@ Unknown items are a client error: the caller learns which ids to drop.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Sequence
@@ -132,11 +134,15 @@ class Scorer:
         self.specs = specs
         self.default_model = default_model
         self.max_candidates = max_candidates
+        self._feature_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feast-read")
 
     def spec_for(self, model: str) -> FeatureSpec:
         if model not in self.specs:
             raise UnknownModel(f"model {model!r} is not in the model repository", available=sorted(self.specs))
         return self.specs[model]
+
+    def _read_features(self, user_id: str, item_ids: list[str]):
+        return self.features.user_features(user_id), self.features.item_features(item_ids)
 
     async def score(self, user_id: str, item_ids: list[str], model: str | None = None) -> ScoreResult:
         model = model or self.default_model
@@ -148,8 +154,10 @@ class Scorer:
             )
         t0 = time.perf_counter()
         try:
-            user = self.features.user_features(user_id)
-            items, unknown = self.features.item_features(item_ids)
+            # Feast reads block (SQLite/Redis + protobuf): on one worker thread (Feast stays
+            # single-threaded) the event loop keeps serving other requests and Triton responses.
+            user, (items, unknown) = await asyncio.get_running_loop().run_in_executor(
+                self._feature_executor, self._read_features, user_id, item_ids)
         except Exception as exc:  # sqlite/redis errors surface as many types
             raise FeatureStoreUnavailable(f"online feature read failed: {exc}") from exc
         if unknown:

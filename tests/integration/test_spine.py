@@ -20,7 +20,7 @@ import torch
 from features.encoding import encode_padded
 from features.spec import FeatureSpec
 from recast import stack, workflow
-from recast.settings import GatewaySettings, Settings, TritonSettings, TrainSettings
+from recast.settings import GatewaySettings, KafkaSettings, Settings, TritonSettings, TrainSettings
 from training.export import inference_model_from_checkpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -42,6 +42,7 @@ def spine(tmp_path_factory: pytest.TempPathFactory):
         triton=TritonSettings(http_port=_free_port(), grpc_port=_free_port(), metrics_port=_free_port(),
                               venv=repo_root / ".venv-triton", startup_timeout_s=120),
         gateway=GatewaySettings(port=_free_port(), max_candidates=200),
+        kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{_free_port()}"),
     )
     workflow.build_features(settings)
     trained = workflow.train_model(settings, "dlf", {"progress": False})
@@ -87,11 +88,12 @@ def test_gateway_scores_equal_pytorch(spine):
     r = client.post("/v1/score", json={"user_id": "196", "item_ids": items})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["model"] == "dlf" and body["model_version"] == "1" and body["cold_start"] is False
+    # the A/B router picks the model (abtest/experiments.yaml: dlf_vs_dmoe)
+    assert body["model"] in ("dlf", "dmoe") and body["model_version"] == "1" and body["cold_start"] is False
     got = {i["item_id"]: i["score"] for i in body["items"]}
     scores = [i["score"] for i in body["items"]]
     assert scores == sorted(scores, reverse=True)
-    expected = _torch_scores(settings, "196", items)
+    expected = _torch_scores(settings, "196", items, body["model"])
     diff = max(abs(got[item] - float(e)) for item, e in zip(items, expected))
     assert diff <= 1e-5, diff
     assert set(body["timings_ms"]) >= {"features", "inference", "total"}
@@ -107,11 +109,27 @@ def test_dmoe_served_beside_dlf_by_name(spine):
     got = {i["item_id"]: i["score"] for i in body["items"]}
     expected = _torch_scores(settings, "196", items, "dmoe")
     assert max(abs(got[i] - float(e)) for i, e in zip(items, expected)) <= 1e-5
-    dlf = client.post("/v1/score", json={"user_id": "196", "item_ids": items}).json()
+    dlf = client.post("/v1/score", json={"user_id": "196", "item_ids": items, "model": "dlf"}).json()
     assert dlf["model"] == "dlf" and {i["item_id"]: i["score"] for i in dlf["items"]} != got
     assert client.get("/readyz").json()["models"] == {"dlf": True, "dmoe": True}
     result = (workflow.run_dir(settings, "dmoe") / "result.json").read_text()
     assert "test_expert_correlation" in result
+
+
+def test_experiment_routing_splits_users_between_variants(spine):
+    _, client, _, _ = spine
+    served, tagged = {}, 0
+    for user in range(1, 61):
+        body = client.post("/v1/score", json={"user_id": str(user), "item_ids": ["242", "302"]}).json()
+        served[body["model"]] = served.get(body["model"], 0) + 1
+        experiments = {e["experiment"]: e["variant"] for e in body["experiments"]}
+        if "dlf_vs_dmoe" in experiments:
+            tagged += 1
+            assert body["model"] == {"control": "dlf", "treatment": "dmoe"}[experiments["dlf_vs_dmoe"]]
+    assert served.get("dlf", 0) > 0 and served.get("dmoe", 0) > 0, served
+    assert tagged > 10
+    forced = client.post("/v1/score", json={"user_id": "1", "item_ids": ["242"], "model": "dlf"}).json()
+    assert forced["model"] == "dlf"
 
 
 def test_integer_ids_and_top_k(spine):

@@ -1,0 +1,449 @@
+"""The statistics engine: small pure functions over summary statistics.
+
+Everything here works on sufficient statistics (counts, means, (co)variances),
+never on event rows, and the scalar formulas broadcast over numpy arrays, so one
+call can analyse thousands of simulated experiments at once (the A/A and
+coverage validations do exactly that).
+
+Conventions
+-----------
+* ``var`` of a per-unit column is the sample variance (ddof = 1); the variance of an
+  *estimator* (a mean, a ratio of means, a lift) is called ``v`` or ``variance``.
+* Ratio metrics (CTR = clicks / impressions, AOV = GMV / orders) are ratios of
+  per-unit means; their variance comes from the delta method:
+  ``v(R) = (var_n / mu_d^2 - 2 mu_n cov_nd / mu_d^3 + mu_n^2 var_d / mu_d^4) / n``.
+* Absolute lift ``t - c`` has variance ``v_t + v_c``; relative lift ``t / c - 1`` has
+  the delta-method variance ``v_t / c^2 + t^2 v_c / c^4``.
+* Welch's t-test with Welch-Satterthwaite degrees of freedom (``df = inf`` gives a z-test).
+* CUPED: ``Y_cv = Y - theta (X - X_pool)`` with ``theta = cov(Y, X) / var(X)`` computed on
+  both arms pooled (as GrowthBook/Eppo do). For ratio metrics Y and X are the
+  linearised (influence-function) ratios, so the same formula applies.
+* Sequential: the normal-mixture mSPRT (Johari et al. 2017; Howard et al. 2021) with
+  mixing variance ``tau2``: always-valid p-value ``min(1, 1/Lambda)`` and confidence
+  sequence ``est +- sqrt(v (v + tau2) / tau2 * (2 log(1/alpha) + log((v + tau2) / v)))``.
+  ``tau2_for_horizon`` picks tau2 as GrowthBook does (tightest at a planned sample size).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+from scipy import stats as sps
+
+ArrayLike = float | np.ndarray
+
+
+# ---------------------------------------------------------------------------------------------
+# Summary statistics of per-unit columns
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Moments:
+    """n, means and the (ddof=1) covariance matrix of a set of per-unit columns, for one arm."""
+
+    n: int
+    names: tuple[str, ...]
+    mean: np.ndarray
+    cov: np.ndarray
+
+    @classmethod
+    def from_sums(cls, n: int, names: Sequence[str], sums: np.ndarray, cross: np.ndarray) -> "Moments":
+        """From ``sums[i] = sum_u z_ui`` and ``cross[i, j] = sum_u z_ui z_uj``."""
+        sums = np.asarray(sums, dtype=np.float64)
+        cross = np.asarray(cross, dtype=np.float64)
+        mean = sums / n if n else np.zeros_like(sums)
+        cov = (cross - np.outer(sums, sums) / n) / (n - 1) if n > 1 else np.zeros_like(cross)
+        return cls(int(n), tuple(names), mean, cov)
+
+    @classmethod
+    def from_array(cls, names: Sequence[str], z: np.ndarray) -> "Moments":
+        z = np.asarray(z, dtype=np.float64)
+        if z.ndim == 1:
+            z = z[:, None]
+        n = z.shape[0]
+        # centre first: numerically better than raw cross products
+        mean = z.mean(axis=0) if n else np.zeros(z.shape[1])
+        zc = z - mean
+        cov = zc.T @ zc / (n - 1) if n > 1 else np.zeros((z.shape[1], z.shape[1]))
+        return cls(n, tuple(names), mean, cov)
+
+    def index(self, name: str) -> int:
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise KeyError(f"no column {name!r} in the per-unit statistics ({list(self.names)})") from None
+
+    def var(self, name: str) -> float:
+        i = self.index(name)
+        return float(self.cov[i, i])
+
+    def sums(self) -> np.ndarray:
+        return self.mean * self.n
+
+    def cross(self) -> np.ndarray:
+        return self.cov * (self.n - 1) + np.outer(self.mean, self.mean) * self.n
+
+    @staticmethod
+    def pool(parts: Sequence["Moments"]) -> "Moments":
+        """The moments of the union of the arms (one pooled mean, as in GrowthBook's joint statistic)."""
+        names = parts[0].names
+        n = sum(p.n for p in parts)
+        return Moments.from_sums(n, names, sum(p.sums() for p in parts), sum(p.cross() for p in parts))
+
+
+def sample_variance(n: ArrayLike, total: ArrayLike, sum_squares: ArrayLike) -> ArrayLike:
+    """ddof=1 variance from n, sum and sum of squares."""
+    return (sum_squares - np.square(total) / n) / (n - 1)
+
+
+def sample_covariance(n: ArrayLike, sum_x: ArrayLike, sum_y: ArrayLike, sum_xy: ArrayLike) -> ArrayLike:
+    return (sum_xy - sum_x * sum_y / n) / (n - 1)
+
+
+def ratio_variance(
+    mean_num: ArrayLike, mean_den: ArrayLike, var_num: ArrayLike, var_den: ArrayLike, cov: ArrayLike, n: ArrayLike
+) -> ArrayLike:
+    """Delta-method variance of mean(num) / mean(den) over n units."""
+    r = mean_num / mean_den
+    return (var_num - 2 * r * cov + r * r * var_den) / (np.square(mean_den) * n)
+
+
+# ---------------------------------------------------------------------------------------------
+# Metric estimates from Moments (mean, ratio, CUPED-adjusted)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A metric estimate for one arm: value, variance of the estimator, units."""
+
+    value: float
+    variance: float
+    n: int
+    unadjusted: float
+    """The plain (not CUPED-adjusted) value."""
+
+    @property
+    def se(self) -> float:
+        return float(np.sqrt(max(self.variance, 0.0)))
+
+
+def _linear(m: Moments, kind: str, cols: Sequence[str]) -> tuple[float, np.ndarray]:
+    """Value and gradient (w.r.t. the column means) of a mean or ratio metric."""
+    g = np.zeros(len(m.names))
+    if kind == "mean":
+        i = m.index(cols[0])
+        g[i] = 1.0
+        return float(m.mean[i]), g
+    i, j = m.index(cols[0]), m.index(cols[1])
+    mu_n, mu_d = m.mean[i], m.mean[j]
+    if mu_d == 0:
+        return float("nan"), g
+    r = mu_n / mu_d
+    g[i], g[j] = 1.0 / mu_d, -r / mu_d
+    return float(r), g
+
+
+def metric_estimate(
+    m: Moments,
+    kind: str,
+    cols: Sequence[str],
+    covariate_cols: Sequence[str] | None = None,
+    theta: float = 0.0,
+    covariate_pool: float = 0.0,
+) -> Estimate:
+    """Mean or ratio metric for one arm, optionally CUPED-adjusted.
+
+    With a covariate: ``value = Y - theta (X - covariate_pool)`` where X is the same
+    kind of metric on the pre-period columns, and the variance is the delta-method
+    variance of that linear combination (``g' Sigma g / n``).
+    """
+    y, gy = _linear(m, kind, cols)
+    if m.n < 2:
+        return Estimate(y, float("nan"), m.n, y)
+    if covariate_cols is None or theta == 0.0:
+        return Estimate(y, float(gy @ m.cov @ gy / m.n), m.n, y)
+    x, gx = _linear(m, kind, covariate_cols)
+    g = gy - theta * gx
+    return Estimate(y - theta * (x - covariate_pool), float(g @ m.cov @ g / m.n), m.n, y)
+
+
+def pooled_theta(arms: Sequence[Moments], kind: str, cols: Sequence[str], covariate_cols: Sequence[str]) -> tuple[float, float]:
+    """CUPED theta pooled over the arms, and the pooled covariate value.
+
+    theta = cov(phi_Y, phi_X) / var(phi_X) on the pooled sample, phi being the
+    linearisation of the metric (the column itself for mean metrics). For mean metrics
+    this is GrowthBook's ``compute_theta`` (joint covariance / joint variance).
+    """
+    joint = Moments.pool(arms)
+    _, gy = _linear(joint, kind, cols)
+    x, gx = _linear(joint, kind, covariate_cols)
+    vx = float(gx @ joint.cov @ gx)
+    if not np.isfinite(vx) or vx <= 0:
+        return 0.0, x
+    return float(gy @ joint.cov @ gx) / vx, x
+
+
+# ---------------------------------------------------------------------------------------------
+# Lifts and tests
+# ---------------------------------------------------------------------------------------------
+
+
+def absolute_lift(mean_t: ArrayLike, v_t: ArrayLike, mean_c: ArrayLike, v_c: ArrayLike) -> tuple[ArrayLike, ArrayLike]:
+    """t - c and its variance (independent arms)."""
+    return mean_t - mean_c, v_t + v_c
+
+
+def relative_lift(mean_t: ArrayLike, v_t: ArrayLike, mean_c: ArrayLike, v_c: ArrayLike) -> tuple[ArrayLike, ArrayLike]:
+    """t / c - 1 and its delta-method variance ``v_t / c^2 + t^2 v_c / c^4``."""
+    c2 = np.square(mean_c)
+    return mean_t / mean_c - 1.0, v_t / c2 + np.square(mean_t) * v_c / (c2 * c2)
+
+
+def welch_df(v_t: ArrayLike, n_t: ArrayLike, v_c: ArrayLike, n_c: ArrayLike) -> ArrayLike:
+    """Welch-Satterthwaite degrees of freedom from the estimator variances v = s^2 / n."""
+    return np.square(v_t + v_c) / (np.square(v_t) / (n_t - 1) + np.square(v_c) / (n_c - 1))
+
+
+@dataclass(frozen=True)
+class TestResult:
+    estimate: float
+    se: float
+    statistic: float
+    p_value: float
+    ci: tuple[float, float]
+    df: float
+
+
+def t_test(estimate: ArrayLike, variance: ArrayLike, df: ArrayLike = np.inf, alpha: float = 0.05, null: float = 0.0):
+    """Two-sided t-test (z-test when df is inf): statistic, p-value, (1 - alpha) interval.
+
+    Returns a ``TestResult`` for scalars and a tuple of arrays
+    ``(statistic, p_value, lower, upper)`` for arrays.
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        se = np.sqrt(variance)
+        stat = (estimate - null) / se
+    df_arr = np.asarray(df, dtype=np.float64)
+    dist_p = np.where(np.isinf(df_arr), 2 * sps.norm.sf(np.abs(stat)), 2 * sps.t.sf(np.abs(stat), np.where(np.isinf(df_arr), 1.0, df_arr)))
+    crit = np.where(np.isinf(df_arr), sps.norm.ppf(1 - alpha / 2), sps.t.ppf(1 - alpha / 2, np.where(np.isinf(df_arr), 1.0, df_arr)))
+    lo, hi = estimate - crit * se, estimate + crit * se
+    if np.ndim(estimate) == 0 and np.ndim(variance) == 0 and np.ndim(df) == 0:
+        return TestResult(float(estimate), float(se), float(stat), float(dist_p), (float(lo), float(hi)), float(df))
+    return stat, dist_p, lo, hi
+
+
+def welch_t_test(t: Estimate, c: Estimate, alpha: float = 0.05, relative: bool = False) -> TestResult:
+    """Welch's t-test of treatment vs control on the absolute or relative scale."""
+    if relative:
+        est, var = relative_lift(t.value, t.variance, c.value, c.variance)
+    else:
+        est, var = absolute_lift(t.value, t.variance, c.value, c.variance)
+    df = welch_df(t.variance, t.n, c.variance, c.n)
+    return t_test(est, var, df, alpha)
+
+
+def sample_size_per_arm(var_t: float, var_c: float, delta: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Units per arm for a two-sided z-test to detect ``delta`` (per-unit variances)."""
+    z = sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(power)
+    return float(z * z * (var_t + var_c) / (delta * delta))
+
+
+# ---------------------------------------------------------------------------------------------
+# Sequential testing: normal-mixture mSPRT
+# ---------------------------------------------------------------------------------------------
+
+
+def tau2_for_horizon(variance: ArrayLike, n: ArrayLike, n_star: float, alpha: float = 0.05) -> ArrayLike:
+    """Mixing variance that makes the confidence sequence tightest at ``n_star`` units.
+
+    ``rho^2 = (-2 log alpha + log(-2 log alpha + 1)) / n_star`` (Waudby-Smith et al. 2023,
+    eq. 161, as in GrowthBook) and ``tau2 = rho^2 * variance * n`` (the per-unit variance
+    of the estimate times rho^2).
+    """
+    rho2 = (-2 * np.log(alpha) + np.log(-2 * np.log(alpha) + 1)) / n_star
+    return rho2 * variance * n
+
+
+def msprt_pvalue(estimate: ArrayLike, variance: ArrayLike, tau2: ArrayLike, null: float = 0.0) -> ArrayLike:
+    """Always-valid p-value ``min(1, 1 / Lambda)`` of the normal-mixture SPRT at one look.
+
+    ``Lambda = sqrt(v / (v + tau2)) * exp(tau2 (est - null)^2 / (2 v (v + tau2)))``.
+    Take the running minimum over looks (``always_valid``) for the sequence.
+    """
+    d2 = np.square(estimate - null)
+    log_lambda = 0.5 * np.log(variance / (variance + tau2)) + tau2 * d2 / (2 * variance * (variance + tau2))
+    return np.minimum(1.0, np.exp(-log_lambda))
+
+
+def msprt_halfwidth(variance: ArrayLike, tau2: ArrayLike, alpha: float = 0.05) -> ArrayLike:
+    """Half-width of the (1 - alpha) confidence sequence at one look."""
+    return np.sqrt(variance * (variance + tau2) / tau2 * (2 * np.log(1 / alpha) + np.log((variance + tau2) / variance)))
+
+
+def always_valid(pvalues: np.ndarray, lower: np.ndarray | None = None, upper: np.ndarray | None = None, axis: int = -1):
+    """Running minimum of the p-values and running intersection of the intervals along ``axis``."""
+    p = np.minimum.accumulate(pvalues, axis=axis)
+    if lower is None or upper is None:
+        return p
+    return p, np.maximum.accumulate(lower, axis=axis), np.minimum.accumulate(upper, axis=axis)
+
+
+@dataclass(frozen=True)
+class SequentialResult:
+    estimate: float
+    p_value: float
+    ci: tuple[float, float]
+    tau2: float
+
+
+def sequential_test(estimate: float, variance: float, n: int, n_star: float, alpha: float = 0.05) -> SequentialResult:
+    """mSPRT at one look, tau2 tuned for ``n_star`` total units."""
+    tau2 = float(tau2_for_horizon(variance, n, n_star, alpha))
+    p = float(msprt_pvalue(estimate, variance, tau2))
+    h = float(msprt_halfwidth(variance, tau2, alpha))
+    return SequentialResult(float(estimate), p, (float(estimate - h), float(estimate + h)), tau2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Multiple testing
+# ---------------------------------------------------------------------------------------------
+
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (family-wise error)."""
+    p = np.asarray(pvalues, dtype=np.float64)
+    m = p.size
+    if m == 0:
+        return p
+    order = np.argsort(p, kind="stable")
+    adj = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = adj
+    return out
+
+
+def benjamini_hochberg(pvalues: Sequence[float]) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (false discovery rate)."""
+    p = np.asarray(pvalues, dtype=np.float64)
+    m = p.size
+    if m == 0:
+        return p
+    order = np.argsort(p, kind="stable")
+    scaled = p[order] * m / np.arange(1, m + 1)
+    adj = np.minimum(1.0, np.minimum.accumulate(scaled[::-1])[::-1])
+    out = np.empty(m)
+    out[order] = adj
+    return out
+
+
+def adjust(pvalues: Sequence[float], method: str) -> np.ndarray:
+    if method == "holm":
+        return holm(pvalues)
+    if method == "bh":
+        return benjamini_hochberg(pvalues)
+    if method == "none":
+        return np.asarray(pvalues, dtype=np.float64)
+    raise ValueError(f"unknown correction {method!r} (holm, bh, none)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Bayesian readout
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BayesResult:
+    mean: float
+    sd: float
+    chance_to_beat_control: float
+    expected_loss_treatment: float
+    """E[max(0, -lift)]: what shipping the treatment costs when it is worse."""
+    expected_loss_control: float
+    """E[max(0, lift)]: what keeping the control costs when the treatment is better."""
+    credible_interval: tuple[float, float]
+
+
+def gaussian_posterior(estimate: ArrayLike, variance: ArrayLike, prior_mean: float, prior_var: float, proper: bool = True):
+    """Normal prior x normal likelihood -> posterior (mean, variance). ``proper=False``: flat prior."""
+    if not proper:
+        return estimate, variance
+    precision = 1.0 / variance + 1.0 / prior_var
+    return (estimate / variance + prior_mean / prior_var) / precision, 1.0 / precision
+
+
+def expected_losses(mu: ArrayLike, sd: ArrayLike) -> tuple[ArrayLike, ArrayLike]:
+    """(E[max(0, -X)], E[max(0, X)]) for X ~ N(mu, sd^2)."""
+    z = mu / sd
+    pdf, cdf_neg = sps.norm.pdf(z), sps.norm.cdf(-z)
+    loss_t = sd * pdf - mu * cdf_neg
+    loss_c = sd * pdf + mu * (1.0 - cdf_neg)
+    return loss_t, loss_c
+
+
+def bayes_readout(
+    estimate: float, variance: float, prior_mean: float = 0.0, prior_sd: float = 0.3, proper: bool = True, alpha: float = 0.05
+) -> BayesResult:
+    """Posterior of the lift (Gaussian prior on the same scale), chance to beat control, expected losses."""
+    mu, var = gaussian_posterior(estimate, variance, prior_mean, prior_sd**2, proper)
+    sd = float(np.sqrt(var))
+    loss_t, loss_c = expected_losses(mu, sd)
+    lo, hi = sps.norm.ppf([alpha / 2, 1 - alpha / 2], mu, sd)
+    return BayesResult(float(mu), sd, float(sps.norm.sf(0.0, mu, sd)), float(loss_t), float(loss_c), (float(lo), float(hi)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Sample ratio mismatch
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SRMResult:
+    counts: tuple[int, ...]
+    expected: tuple[float, ...]
+    chi2: float
+    p_value: float
+    threshold: float
+    passed: bool = field(default=True)
+
+
+def srm_test(counts: Sequence[int], weights: Sequence[float], threshold: float = 0.001) -> SRMResult:
+    """Chi-square goodness of fit of the observed units per variant to the configured weights."""
+    obs = np.asarray(counts, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    exp = obs.sum() * w / w.sum()
+    if obs.sum() == 0:
+        return SRMResult(tuple(int(c) for c in obs), tuple(exp.tolist()), 0.0, 1.0, threshold, True)
+    chi2 = float(np.sum(np.square(obs - exp) / exp))
+    p = float(sps.chi2.sf(chi2, obs.size - 1))
+    return SRMResult(tuple(int(c) for c in obs), tuple(float(e) for e in exp), chi2, p, threshold, p >= threshold)
+
+
+# ---------------------------------------------------------------------------------------------
+# Winsorization
+# ---------------------------------------------------------------------------------------------
+
+
+def winsor_bounds(values: np.ndarray, upper: float | None = None, lower: float | None = None, nonzero_only: bool = False) -> tuple[float, float]:
+    """Capping bounds at the given percentiles (fractions), optionally of the non-zero values only."""
+    v = np.asarray(values, dtype=np.float64)
+    if nonzero_only:
+        v = v[v != 0]
+    if v.size == 0:
+        return -np.inf, np.inf
+    lo = float(np.quantile(v, lower)) if lower is not None else -np.inf
+    hi = float(np.quantile(v, upper)) if upper is not None else np.inf
+    return lo, hi
+
+
+def winsorize(values: np.ndarray, upper: float | None = None, lower: float | None = None, nonzero_only: bool = False) -> np.ndarray:
+    """Cap values at the percentiles; with ``nonzero_only`` zeros stay zero."""
+    v = np.asarray(values, dtype=np.float64)
+    lo, hi = winsor_bounds(v, upper, lower, nonzero_only)
+    out = np.clip(v, lo, hi)
+    if nonzero_only:
+        out = np.where(v == 0, 0.0, out)
+    return out

@@ -1,0 +1,165 @@
+"""Freshness: event time -> the feature visible in the Feast online store, p50/p99 at a steady rate.
+
+Starts its own stack in a temporary home (Tansu broker on a free port, Feast
+repository with a SQLite online store over the MovieLens-100K features), runs
+the stream processor as a separate process (``recast stream process`` code,
+forked so it does not pay the Feast import again), and offers interaction
+events at a steady ``--rate``: the MovieLens-100K interactions in timestamp
+order, re-stamped with the wall clock at send (``recast stream replay
+--retime``). Every ``--probe-ms`` an extra *probe* event is sent: the first
+event of a fresh user. A reader thread polls the online store for the
+outstanding probe users; a probe's freshness is the time from its event time
+to the moment its ``last_event_ms`` is readable. Runs once per processor
+batch window (``--waits``), side by side.
+
+    .venv/bin/python benchmarks/stream_freshness.py --rate 1000 --duration 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from common import ROOT, environment, percentile, progress, table, write_json  # noqa: E402  (sets OMP vars)
+
+sys.path.insert(0, str(ROOT))
+
+from features.feast_repo import USER_STREAM_VIEW, open_store, repo_dir  # noqa: E402
+from streaming.events import InteractionV1, encode, key_of  # noqa: E402
+from streaming.harness import StreamStack  # noqa: E402
+
+RAW = ROOT / "data" / "ml-100k"
+LOAD_AT_START = os.getloadavg()[0]
+
+
+class ProbeReader(threading.Thread):
+    def __init__(self, stack: StreamStack) -> None:
+        super().__init__(daemon=True)
+        self.store = open_store(repo_dir(stack.settings))
+        self.outstanding: dict[str, int] = {}
+        self.seen: dict[str, float] = {}
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.reads = 0
+
+    def add(self, user: str, ts_ms: int) -> None:
+        with self.lock:
+            self.outstanding[user] = ts_ms
+
+    def run(self) -> None:
+        ref = f"{USER_STREAM_VIEW}:last_event_ms"
+        while not self.stop.is_set():
+            with self.lock:
+                users = list(self.outstanding)
+            if not users:
+                time.sleep(0.002)
+                continue
+            values = self.store.get_online_features(features=[ref], entity_rows={"user": users}).to_dict()
+            now = time.time() * 1000
+            self.reads += 1
+            with self.lock:
+                for user, value in zip(values["user"], values["last_event_ms"]):
+                    if value is not None and value >= self.outstanding.get(user, 1 << 62):
+                        self.seen[user] = now - self.outstanding.pop(user)
+            time.sleep(0.002)
+
+
+def run(stack: StreamStack, wait_ms: int, rate: float, duration: float, probe_ms: float,
+        events: list[InteractionV1], items: list[str]) -> dict:
+    s = stack.scope(f"fresh{wait_ms}")
+    proc = s.fork_processor(f"processor-{wait_ms}.log", batch_max_events=5000, batch_max_wait_ms=wait_ms)
+    producer = s.producer
+    topic = s.settings.kafka.events_topic
+    reader = ProbeReader(s)
+    rng = random.Random(wait_ms)
+    try:
+        # warm up: the group join, the first push (registry cache) -- not measured
+        warm = [InteractionV1(event_id=f"w{k}", ts_ms=int(time.time() * 1000), type="click", user=f"warm{k}",
+                              item=items[0]) for k in range(20)]
+        s.send(warm)
+        deadline = time.monotonic() + 90
+        while sum(s.watermarks().values()) < len(warm):
+            if time.monotonic() > deadline or not proc.is_alive():
+                raise RuntimeError(f"processor did not start; see {s.home / f'processor-{wait_ms}.log'}")
+            time.sleep(0.1)
+        reader.start()
+        progress(f"wait {wait_ms} ms: {rate:.0f} events/s for {duration:.0f}s, a probe every {probe_ms:.0f} ms")
+        started = time.monotonic()
+        sent = probes = 0
+        next_probe = started
+        tick = 0.005
+        while (now := time.monotonic()) - started < duration:
+            due = int((now - started) * rate) - sent
+            for _ in range(max(0, due)):
+                e = events[sent % len(events)].model_copy(update={"ts_ms": int(time.time() * 1000)})
+                producer.send(topic, key=key_of(e), value=encode(e))
+                sent += 1
+            if now >= next_probe:
+                ts = int(time.time() * 1000)
+                user, next_probe = f"probe-{wait_ms}-{probes}", next_probe + probe_ms / 1e3
+                probe = InteractionV1(event_id=f"probe-{wait_ms}-{probes}", ts_ms=ts, type="click", user=user,
+                                      item=rng.choice(items))
+                reader.add(user, ts)
+                producer.send(topic, key=key_of(probe), value=encode(probe))
+                probes += 1
+            time.sleep(tick)
+        producer.flush()
+        offered = (sent + probes) / (time.monotonic() - started)
+        deadline = time.monotonic() + 10
+        while reader.outstanding and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        reader.stop.set()
+        if proc.is_alive():
+            proc.terminate()
+        proc.join(timeout=30)
+    ms = list(reader.seen.values())
+    return {"wait_ms": wait_ms, "offered_rate": offered, "events": sent, "probes": probes, "visible": len(ms),
+            "p50_ms": percentile(ms, 50), "p90_ms": percentile(ms, 90), "p99_ms": percentile(ms, 99),
+            "max_ms": max(ms) if ms else float("nan"), "reads": reader.reads}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rate", type=float, default=1000.0, help="events/s offered")
+    ap.add_argument("--duration", type=float, default=20.0, help="seconds per run")
+    ap.add_argument("--probe-ms", type=float, default=50.0)
+    ap.add_argument("--waits", type=int, nargs="+", default=[200, 50], help="processor batch_max_wait_ms values")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary home (processor logs)")
+    args = ap.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="recast-stream-fresh-"))
+    raw = RAW if (RAW / "ml-100k.inter").exists() else None
+    progress(f"stack in {home}")
+    try:
+        with StreamStack(home, raw_dir=raw, sample={"n_users": 943, "n_items": 1682, "n_interactions": 20_000}) as stack:
+            from streaming.replay import movielens_events
+
+            events = list(movielens_events(stack.raw_dir))
+            items = sorted({e.item for e in events})
+            results = [run(stack, w, args.rate, args.duration, args.probe_ms, events, items) for w in args.waits]
+    finally:
+        if not args.keep:
+            shutil.rmtree(home, ignore_errors=True)
+    print()
+    print("Freshness: event time -> visible in the Feast online store (SQLite), steady offered rate")
+    print(table(["batch wait ms", "offered events/s", "probes", "visible", "p50 ms", "p90 ms", "p99 ms", "max ms"],
+                [[r["wait_ms"], r["offered_rate"], r["probes"], r["visible"], r["p50_ms"], r["p90_ms"], r["p99_ms"],
+                  r["max_ms"]] for r in results], digits=1))
+    print("\none processor process (batch <= 5000 events or the wait), 4 partitions; MovieLens-100K in timestamp "
+          "order re-stamped at send, plus the probes; producer and probe reader in this process")
+    path = write_json("stream_freshness", {"environment": environment(), "args": vars(args), "results": results})
+    print(f"host: {os.cpu_count()} CPUs shared with other work; 1-min load average {LOAD_AT_START:.2f} at start, "
+          f"{os.getloadavg()[0]:.2f} at end")
+    print(f"raw numbers: {path}")
+
+
+if __name__ == "__main__":
+    main()

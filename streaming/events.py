@@ -1,0 +1,210 @@
+"""Typed, versioned event schemas of the feature stream, validated on both ends.
+
+Every message on a recast topic is one JSON object with an envelope of
+``kind`` (what it is) and ``v`` (its schema version), then the fields of that
+version::
+
+    {"kind": "interaction", "v": 1, "event_id": "...", "ts_ms": 874965758000,
+     "type": "click", "user": "196", "item": "242"}
+
+Producers build the pydantic model (validated at construction) and send
+:func:`encode`; consumers call :func:`decode`, which raises
+:class:`InvalidEvent` with a machine-readable ``reason`` for anything that is
+not a valid event of a registered ``(kind, v)``. Versions are immutable: a
+change of fields is a new version registered beside the old one, and
+consumers accept every registered version. Unknown fields are rejected
+(``extra="forbid"``) so producer bugs surface in the dead-letter topic
+instead of being silently ignored.
+
+Times are event times in epoch milliseconds (``ts_ms``): ints are unambiguous
+and cheap to validate, and windows are computed on them (streaming/features.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Id = Annotated[str, Field(min_length=1, max_length=128)]
+TsMs = Annotated[int, Field(gt=0, lt=2**53)]
+"""Event time, epoch milliseconds."""
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+"""ISO 4217 code, e.g. EUR."""
+
+INTERACTION_TYPES = ("view", "click", "purchase")
+
+
+class InvalidEvent(ValueError):
+    """A message that is not a valid event; ``reason`` is a short code for the DLQ."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    event_id: Id
+    ts_ms: TsMs
+
+
+def _check_price(type_: str, price: float | None, currency: str | None) -> None:
+    if type_ == "purchase":
+        if price is None or currency is None:
+            raise ValueError("a purchase needs price and currency")
+        if not math.isfinite(price) or price <= 0:
+            raise ValueError("price must be a positive finite number")
+    elif price is not None or currency is not None:
+        raise ValueError(f"a {type_} carries no price or currency")
+
+
+class InteractionV1(_Event):
+    """A user did something with an item: view, click or purchase (with price)."""
+
+    kind: Literal["interaction"] = "interaction"
+    v: Literal[1] = 1
+    type: Literal["view", "click", "purchase"]
+    user: Id
+    item: Id
+    price: float | None = None
+    currency: Currency | None = None
+    request_id: Id | None = None
+    """The scoring request that showed the item, when known."""
+
+    @model_validator(mode="after")
+    def _price(self) -> "InteractionV1":
+        _check_price(self.type, self.price, self.currency)
+        return self
+
+
+class ShownItem(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    item: Id
+    position: Annotated[int, Field(ge=1)]
+    """1-based rank in the response."""
+    score: float
+
+
+class ExposureV1(_Event):
+    """The gateway showed ``items`` to ``user`` in answer to ``request_id``."""
+
+    kind: Literal["exposure"] = "exposure"
+    v: Literal[1] = 1
+    request_id: Id
+    user: Id
+    items: list[ShownItem] = Field(min_length=1)
+    model: Id
+    model_version: Annotated[str, Field(max_length=64)]
+    experiment: Id | None = None
+    variant: Id | None = None
+    cold_start: bool = False
+
+    @model_validator(mode="after")
+    def _positions(self) -> "ExposureV1":
+        positions = [i.position for i in self.items]
+        if len(set(positions)) != len(positions):
+            raise ValueError("item positions must be distinct")
+        return self
+
+
+class OutcomeV1(_Event):
+    """A click or purchase attributed to the scoring request that showed the item."""
+
+    kind: Literal["outcome"] = "outcome"
+    v: Literal[1] = 1
+    request_id: Id
+    user: Id
+    item: Id
+    type: Literal["click", "purchase"]
+    price: float | None = None
+    currency: Currency | None = None
+
+    @model_validator(mode="after")
+    def _price(self) -> "OutcomeV1":
+        _check_price(self.type, self.price, self.currency)
+        return self
+
+
+Event = Union[InteractionV1, ExposureV1, OutcomeV1]
+
+REGISTRY: dict[tuple[str, int], type[_Event]] = {
+    ("interaction", 1): InteractionV1,
+    ("exposure", 1): ExposureV1,
+    ("outcome", 1): OutcomeV1,
+}
+"""Every (kind, version) a consumer accepts. Add new versions here; never edit old ones."""
+
+MAX_MESSAGE_BYTES = 1 << 20
+
+_BY_KIND: dict[str, list[type[_Event]]] = {}
+for (_kind, _v), _model in REGISTRY.items():
+    _BY_KIND.setdefault(_kind, []).append(_model)
+
+
+def encode(event: _Event) -> bytes:
+    """JSON bytes of a (validated) event."""
+    return event.model_dump_json(exclude_none=True).encode()
+
+
+def key_of(event: _Event) -> bytes:
+    """Partitioning key: the user, so one user's events stay in order on one partition."""
+    return getattr(event, "user").encode()
+
+
+def decode(raw: bytes | None, expect: str | tuple[str, ...] | None = None) -> Event:
+    """Validate one message; raises :class:`InvalidEvent` (reason codes below).
+
+    Reasons: ``empty``, ``too_large``, ``not_json``, ``not_an_object``,
+    ``missing_envelope``, ``unknown_kind``, ``unsupported_version``,
+    ``unexpected_kind`` (valid, but not what this consumer reads: ``expect``),
+    ``schema_violation`` (fields missing, wrong types, rules broken).
+    """
+    if not raw:
+        raise InvalidEvent("empty", "the message has no value")
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise InvalidEvent("too_large", f"{len(raw)} bytes > {MAX_MESSAGE_BYTES}")
+    if isinstance(expect, str):
+        # fast path (~3x): validate the bytes directly; anything invalid takes the path below for its reason
+        for model in _BY_KIND.get(expect, ()):
+            try:
+                event = model.model_validate_json(raw)
+            except ValidationError:
+                continue
+            if {"kind", "v"} <= event.model_fields_set:  # the envelope was on the wire, not defaulted
+                return event  # type: ignore[return-value]
+    try:
+        obj = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidEvent("not_json", str(exc)[:200]) from None
+    if not isinstance(obj, dict):
+        raise InvalidEvent("not_an_object", f"JSON {type(obj).__name__}, expected an object")
+    kind, version = obj.get("kind"), obj.get("v")
+    if kind is None or version is None:
+        raise InvalidEvent("missing_envelope", "fields 'kind' and 'v' are required")
+    if not any(k == kind for k, _ in REGISTRY):
+        raise InvalidEvent("unknown_kind", f"kind {str(kind)[:64]!r}")
+    model = REGISTRY.get((kind, version)) if isinstance(version, int) and not isinstance(version, bool) else None
+    if model is None:
+        known = sorted(v for k, v in REGISTRY if k == kind)
+        raise InvalidEvent("unsupported_version", f"{kind} v{str(version)[:16]} (known: {known})")
+    if expect is not None and kind not in ((expect,) if isinstance(expect, str) else expect):
+        raise InvalidEvent("unexpected_kind", f"{kind} on a topic that carries {expect}")
+    try:
+        return model.model_validate(obj)  # type: ignore[return-value]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ())) or '(event)'}: {e.get('msg', '')}"
+            for e in exc.errors()[:5]
+        )
+        raise InvalidEvent("schema_violation", problems[:500]) from None
+
+
+def parse_json_schema() -> dict[str, Any]:
+    """JSON Schemas of every registered version (documentation, other-language producers)."""
+    return {f"{k}.v{v}": m.model_json_schema() for (k, v), m in REGISTRY.items()}

@@ -1,0 +1,478 @@
+"""The stream feature processor: interaction events -> streaming features in Feast (+ parquet).
+
+A consumer-group member of ``settings.stream.consumer_group`` reading
+``kafka.events_topic``. Instances of one group split the partitions (events
+are keyed by user), so the processor scales out up to the partition count.
+
+Per micro-batch (up to ``batch_max_events`` records or ``batch_max_wait_ms``):
+
+1. every record is decoded and validated (streaming/events.py) as it arrives;
+   invalid ones go to the **dead-letter topic** with the original key and bytes
+   and headers ``reason``, ``detail``, ``source_topic``, ``source_partition``,
+   ``source_offset``; processing continues;
+2. write phase, inside one state-store transaction (the host-wide writer lock):
+   records below the partition's offset watermark are skipped (already
+   applied before a crash); the DLQ sends are flushed; the partials of the
+   touched users/items are loaded, updated and merged across partitions;
+   the new values are **pushed** to Feast (one push per view) and written as
+   parquet parts; then the partials and the new watermarks are committed;
+3. the Kafka offsets are committed **after** all writes succeeded.
+
+So delivery is at-least-once and the aggregates are idempotent: a crash
+anywhere replays records whose effect was either not committed (recomputed
+from the same state, same values pushed again) or committed (skipped by the
+watermark). Parts written by a batch that never committed are deleted on
+the next assignment. DLQ entries may be duplicated by a crash (dedupe on
+``source_partition``/``source_offset``). Kafka transactions (exactly-once)
+are not used: the sinks (Feast, parquet) cannot join them, and the
+watermarks give the same effect for the features.
+
+Metrics (Prometheus, ``/metrics`` on ``stream.metrics_port``):
+``recast_stream_events_total{outcome}``, ``recast_stream_dead_letter_total{reason}``,
+``recast_stream_batch_events``, ``recast_stream_batch_seconds``,
+``recast_stream_push_seconds{view}``, ``recast_stream_consumer_lag{partition}``,
+``recast_stream_assigned_partitions``, ``recast_stream_commit_failures_total``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from recast.settings import Settings
+from streaming.events import InteractionV1, InvalidEvent, decode
+from streaming.features import ItemPartial, UserPartial, merge_item, merge_user
+
+log = logging.getLogger("recast.stream")
+
+FAULT_ENV = "RECAST_STREAM_FAULT"
+"""Failpoint for the reliability tests: ``point:n`` SIGKILLs this process the n-th time it reaches
+``point`` (``before_push``, ``after_push``, ``after_state_commit``)."""
+
+_BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000)
+_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class ProcessorMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events = Counter("recast_stream_events_total", "Records handled by the stream processor",
+                              ["outcome"], registry=registry)
+        self.dead_letter = Counter("recast_stream_dead_letter_total", "Records sent to the dead-letter topic",
+                                   ["reason"], registry=registry)
+        self.batch_events = Histogram("recast_stream_batch_events", "Records per micro-batch",
+                                      buckets=_BATCH_BUCKETS, registry=registry)
+        self.batch_rows = Histogram("recast_stream_batch_rows", "Feature rows pushed per micro-batch", ["view"],
+                                    buckets=_BATCH_BUCKETS, registry=registry)
+        self.batch_seconds = Histogram("recast_stream_batch_seconds", "Write phase of a micro-batch",
+                                       buckets=_SECONDS_BUCKETS, registry=registry)
+        self.push_seconds = Histogram("recast_stream_push_seconds", "Feast push latency", ["view"],
+                                      buckets=_SECONDS_BUCKETS, registry=registry)
+        self.lag = Gauge("recast_stream_consumer_lag", "High watermark minus next offset to apply",
+                         ["partition"], registry=registry)
+        self.assigned = Gauge("recast_stream_assigned_partitions", "Partitions assigned to this instance",
+                              registry=registry)
+        self.write_failures = Counter("recast_stream_write_failures_total",
+                                      "Write phases that failed (the batch is retried with backoff)",
+                                      registry=registry)
+        self.commit_failures = Counter("recast_stream_commit_failures_total",
+                                       "Kafka offset commits that failed (records are redelivered, then skipped)",
+                                       registry=registry)
+        for outcome in ("processed", "dead_lettered", "duplicate_skipped"):
+            self.events.labels(outcome)
+
+
+@dataclass
+class _Record:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    event: InteractionV1 | None
+    error: InvalidEvent | None
+
+
+class _Failpoint:
+    def __init__(self) -> None:
+        spec = os.environ.get(FAULT_ENV, "")
+        self.point, _, n = spec.partition(":")
+        self.remaining = int(n or 1) if self.point else 0
+
+    def hit(self, point: str) -> None:
+        if self.point == point:
+            self.remaining -= 1
+            if self.remaining <= 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
+def load_item_vocab(settings: Settings) -> dict[str, int]:
+    path = settings.path(settings.data.features_dir) / "vocab.json"
+    if not path.exists():
+        log.warning("%s missing: last_item_ids will be empty (run `recast features build`)", path)
+        return {}
+    return json.loads(path.read_text()).get("item_id", {})
+
+
+def state_path(settings: Settings, group: str) -> Path:
+    return settings.path(settings.stream.state_dir) / f"{group}.sqlite"
+
+
+class StreamProcessor:
+    """One instance of the processor; ``run()`` until stopped, caught up, idle or ``max_events``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        group: str | None = None,
+        registry: CollectorRegistry | None = None,
+        batch_max_events: int | None = None,
+        batch_max_wait_ms: int | None = None,
+        feast_store=None,
+        write_offline: bool = True,
+        sink=None,
+    ) -> None:
+        from streaming.sink import FeastSink
+        from streaming.state import StateStore
+
+        self.settings = settings
+        self.topic = settings.kafka.events_topic
+        self.group = group or settings.stream.consumer_group
+        self.batch_max_events = max(1, batch_max_events or settings.stream.batch_max_events)
+        self.batch_max_wait_s = (settings.stream.batch_max_wait_ms if batch_max_wait_ms is None
+                                 else batch_max_wait_ms) / 1e3
+        self.last_n = settings.stream.last_n_items
+        self.max_write_failures = 10
+        self.write_offline = write_offline
+        self.registry = registry or CollectorRegistry()
+        self.metrics = ProcessorMetrics(self.registry)
+        self.state = StateStore(state_path(settings, self.group))
+        self.sink = sink or FeastSink(settings, feast_store)
+        self.item_vocab = load_item_vocab(settings)
+        self.fault = _Failpoint()
+        self.consumer = None
+        self.dlq = None
+        self.pending: list[_Record] = []
+        self.pending_since = 0.0
+        self.applied: dict[int, int] = {}
+        """Next offset to apply per assigned partition (for the lag)."""
+        self.assignment: list[int] = []
+        self._unseen: list = []
+        self._cleanup_parts = True
+        self.stop_requested = False
+        self.totals: dict[str, int] = defaultdict(int)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> "StreamProcessor":
+        from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+
+        from streaming.topics import consumer_config, producer_config
+
+        k = self.settings.kafka
+        processor = self
+
+        class Listener(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked):
+                processor._on_revoked(revoked)
+
+            def on_partitions_assigned(self, assigned):
+                processor._on_assigned(assigned)
+
+        self.dlq = KafkaProducer(**producer_config(k))
+        self.consumer = KafkaConsumer(**consumer_config(k, self.group, max_partition_fetch_bytes=4 << 20))
+        self.consumer.subscribe([self.topic], listener=Listener())
+        return self
+
+    def close(self, flush: bool = True) -> None:
+        if self.consumer is not None:
+            try:
+                if flush and self.pending:
+                    self.flush()
+            finally:
+                self.consumer.close(autocommit=False)
+                self.consumer = None
+        if self.dlq is not None:
+            self.dlq.close(timeout=5)
+            self.dlq = None
+        self.state.close()
+
+    def request_stop(self, *_: Any) -> None:
+        self.stop_requested = True
+
+    # ------------------------------------------------------------------ rebalance
+    # kafka-python 3 runs these on its IO thread while poll() waits in the main thread: no blocking
+    # consumer calls (commit, committed) here, and nothing slow (heartbeats wait too).
+    def _on_revoked(self, revoked) -> None:
+        gone = {tp.partition for tp in revoked}
+        kept = [r for r in self.pending if r.partition not in gone]
+        if len(kept) != len(self.pending):
+            # not applied yet: the next owner re-reads them from the committed offset (idempotent)
+            log.info("rebalance: %d pending records of revoked partitions %s left to their next owner",
+                     len(self.pending) - len(kept), sorted(gone))
+            self.pending = kept
+        for p in gone:
+            self.applied.pop(p, None)
+            try:
+                self.metrics.lag.remove(str(p))
+            except KeyError:
+                pass
+        self.assignment = sorted(set(self.assignment) - gone)
+        self.metrics.assigned.set(len(self.assignment))
+
+    def _on_assigned(self, assigned) -> None:
+        marks = self.state.watermarks(self.topic)  # a read: never waits for another instance's write
+        for tp in assigned:
+            if tp.partition in marks:
+                # the state store is the source of truth of what was applied: fetch from there
+                self.consumer.seek(tp, marks[tp.partition])
+                self.applied[tp.partition] = marks[tp.partition]
+            else:
+                self._unseen.append(tp)
+        self._cleanup_parts = True  # done under the writer lock by the next flush
+        self.assignment = sorted(set(self.assignment) | {tp.partition for tp in assigned})
+        self.metrics.assigned.set(len(self.assignment))
+        log.info("assigned partitions %s of %s", self.assignment, self.topic)
+
+    def _check_unseen(self) -> None:
+        """Partitions new to this state store but with committed offsets: earlier events are missing."""
+        unseen, self._unseen = self._unseen, []
+        for tp in unseen:
+            committed = self.consumer.committed(tp)
+            if committed:
+                log.error(
+                    "partition %d has committed offset %d in group %s but no watermark in %s: its earlier "
+                    "events are not in this state store, so its aggregates start from here. Every instance "
+                    "of a group must share one state store (or run `recast stream reset` and replay).",
+                    tp.partition, committed, self.group, self.state.path)
+
+    # ------------------------------------------------------------------ loop
+    def poll_once(self, timeout_ms: int) -> int:
+        room = self.batch_max_events - len(self.pending)
+        polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=max(1, room))
+        if self._unseen:
+            self._check_unseen()
+        n = 0
+        for tp, records in polled.items():
+            for r in records:
+                try:
+                    event, error = decode(r.value, expect="interaction"), None
+                except InvalidEvent as exc:
+                    event, error = None, exc
+                self.pending.append(_Record(tp.partition, r.offset, r.key, r.value, event, error))  # type: ignore[arg-type]
+                n += 1
+                self.applied.setdefault(tp.partition, r.offset)
+        if n and len(self.pending) == n:
+            self.pending_since = time.monotonic()
+        self._update_lag()
+        return n
+
+    def run(self, max_events: int | None = None, idle_exit_s: float | None = None,
+            until_caught_up: bool = False) -> dict[str, int]:
+        """Process until stopped; ``until_caught_up`` stops once every assigned partition has lag 0."""
+        if self.consumer is None:
+            self.start()
+        last_data = time.monotonic()
+        failures = 0
+        while not self.stop_requested:
+            wait = self.batch_max_wait_s if not self.pending else max(
+                0.0, self.batch_max_wait_s - (time.monotonic() - self.pending_since))
+            n = self.poll_once(int(wait * 1000) if wait else 0)
+            now = time.monotonic()
+            if n:
+                last_data = now
+            if self.pending and (len(self.pending) >= self.batch_max_events
+                                 or now - self.pending_since >= self.batch_max_wait_s):
+                try:
+                    self.flush()
+                    failures = 0
+                except Exception:
+                    # Feast or the DLQ failed: nothing of the batch was committed; retry it with backoff
+                    # (polling on keeps the group membership), give up after max_write_failures in a row
+                    failures += 1
+                    self.metrics.write_failures.inc()
+                    log.exception("write phase failed (%d in a row)", failures)
+                    if failures >= self.max_write_failures:
+                        raise
+                    time.sleep(min(0.1 * 2 ** failures, 1.0))
+            if max_events is not None and self.totals["records"] >= max_events:
+                break
+            if until_caught_up and not self.pending and self.caught_up():
+                break
+            if idle_exit_s is not None and not self.pending and now - last_data >= idle_exit_s:
+                break
+        if self.pending:
+            self.flush()
+        return dict(self.totals)
+
+    def caught_up(self) -> bool:
+        if not self.assignment:
+            return False
+        for p in self.assignment:
+            hw = self.consumer.highwater(_tp(self.topic, p))
+            if hw is None or self.applied.get(p, 0) < hw:
+                return False
+        return True
+
+    def _update_lag(self) -> None:
+        for p in self.assignment:
+            hw = self.consumer.highwater(_tp(self.topic, p))
+            if hw is not None:
+                self.metrics.lag.labels(str(p)).set(max(0, hw - self.applied.get(p, hw)))
+
+    # ------------------------------------------------------------------ write phase
+    def flush(self) -> int:
+        """Write the pending micro-batch (see the module docstring); returns the records it applied."""
+        batch, self.pending = self.pending, []
+        if not batch:
+            return 0
+        try:
+            return self._write(batch)
+        except BaseException:
+            self.pending = batch + self.pending  # not applied: retried by the next flush (or replayed)
+            raise
+
+    def _write(self, batch: list[_Record]) -> int:
+        started = time.perf_counter()
+        with self.state.write_phase() as st:
+            if self._cleanup_parts:
+                removed = self.sink.remove_orphans(self.group, st.offline_parts())
+                if removed:
+                    log.warning("removed %d offline parts of batches that never committed", len(removed))
+                self._cleanup_parts = False
+            marks = st.watermarks(self.topic)
+            fresh = [r for r in batch if r.offset >= marks.get(r.partition, 0)]
+            skipped = len(batch) - len(fresh)
+            invalid = [r for r in fresh if r.error is not None]
+            valid = [r for r in fresh if r.event is not None]
+            self._dead_letter(invalid)
+
+            users = {r.event.user for r in valid}  # type: ignore[union-attr]
+            items = {r.event.item for r in valid}  # type: ignore[union-attr]
+            up = st.user_partials(users)
+            ip = st.item_partials(items)
+            touched_u: set[tuple[str, int]] = set()
+            touched_i: set[tuple[str, int]] = set()
+            for r in valid:
+                e = r.event
+                assert e is not None
+                up.setdefault(e.user, {}).setdefault(r.partition, UserPartial()).apply(e.ts_ms, e.type, e.item, self.last_n)
+                ip.setdefault(e.item, {}).setdefault(r.partition, ItemPartial()).apply(e.ts_ms, e.type)
+                touched_u.add((e.user, r.partition))
+                touched_i.add((e.item, r.partition))
+            user_rows = [{"user": u, **merge_user(list(up[u].values()), self.last_n, self.item_vocab)}
+                         for u in sorted(users)]
+            item_rows = [{"item": i, **merge_item(list(ip[i].values()))} for i in sorted(items)]
+
+            self.fault.hit("before_push")
+            parts = []
+            for view, rows, push in (("user", user_rows, self.sink.push_users), ("item", item_rows, self.sink.push_items)):
+                frame, seconds = push(rows)
+                if frame is None:
+                    continue
+                self.metrics.push_seconds.labels(view).observe(seconds)
+                self.metrics.batch_rows.labels(view).observe(len(rows))
+                if self.write_offline:
+                    parts.append(self.sink.write_offline(frame, view, self.group))
+            self.fault.hit("after_push")
+
+            next_offsets: dict[int, int] = {}
+            for r in batch:
+                next_offsets[r.partition] = max(next_offsets.get(r.partition, 0), r.offset + 1,
+                                                marks.get(r.partition, 0))
+            st.put_users((u, p, up[u][p]) for u, p in touched_u)
+            st.put_items((i, p, ip[i][p]) for i, p in touched_i)
+            st.set_watermarks(self.topic, next_offsets)
+            first = min(r.offset for r in batch)
+            st.add_offline_parts((name, self.topic, -1, first, first + len(batch)) for name in parts)
+        self.fault.hit("after_state_commit")
+        self._commit(next_offsets)
+        self.applied.update(next_offsets)
+
+        self.metrics.events.labels("processed").inc(len(valid))
+        self.metrics.events.labels("dead_lettered").inc(len(invalid))
+        if skipped:
+            self.metrics.events.labels("duplicate_skipped").inc(skipped)
+        self.metrics.batch_events.observe(len(batch))
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self.totals["records"] += len(batch)
+        self.totals["processed"] += len(valid)
+        self.totals["dead_lettered"] += len(invalid)
+        self.totals["duplicate_skipped"] += skipped
+        self.totals["batches"] += 1
+        self._update_lag()
+        log.debug("batch: %d records, %d users, %d items, %.1f ms", len(batch), len(user_rows), len(item_rows),
+                  (time.perf_counter() - started) * 1e3)
+        return len(valid)
+
+    def _dead_letter(self, invalid: list[_Record]) -> None:
+        if not invalid:
+            return
+        futures = []
+        for r in invalid:
+            assert r.error is not None
+            headers = [
+                ("reason", r.error.reason.encode()),
+                ("detail", r.error.detail.encode()[:1000]),
+                ("source_topic", self.topic.encode()),
+                ("source_partition", str(r.partition).encode()),
+                ("source_offset", str(r.offset).encode()),
+            ]
+            futures.append(self.dlq.send(self.settings.kafka.dead_letter_topic, key=r.key,
+                                         value=r.value if r.value is not None else b"", headers=headers))
+        self.dlq.flush()
+        for f, r in zip(futures, invalid):
+            f.get(timeout=30)  # raises: the batch is not committed and will be retried
+            self.metrics.dead_letter.labels(r.error.reason).inc()  # type: ignore[union-attr]
+
+    def _commit(self, next_offsets: dict[int, int]) -> None:
+        from kafka.errors import CommitFailedError, KafkaError
+        from kafka.structs import OffsetAndMetadata
+
+        offsets = {_tp(self.topic, p): OffsetAndMetadata(o, "", -1) for p, o in next_offsets.items()}
+        try:
+            self.consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # the state already holds the watermarks: the redelivered records will be skipped
+            self.metrics.commit_failures.inc()
+            log.warning("offset commit failed (%s); records will be redelivered and skipped", exc)
+
+
+def _tp(topic: str, partition: int):
+    from kafka import TopicPartition
+
+    return TopicPartition(topic, partition)
+
+
+def run_processor(settings: Settings, group: str | None = None, metrics_port: int | None = None,
+                  batch_max_events: int | None = None, batch_max_wait_ms: int | None = None,
+                  until_caught_up: bool = False, idle_exit_s: float | None = None,
+                  max_events: int | None = None) -> dict[str, int]:
+    """The ``recast stream process`` entry point: SIGTERM/SIGINT stop it after the current batch."""
+    from features.feast_repo import ensure_feature_store
+
+    ensure_feature_store(settings)
+    proc = StreamProcessor(settings, group, batch_max_events=batch_max_events, batch_max_wait_ms=batch_max_wait_ms)
+    port = settings.stream.metrics_port if metrics_port is None else metrics_port
+    if port:
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(port, addr=settings.stream.metrics_host, registry=proc.registry)
+        except OSError as exc:
+            proc.close(flush=False)
+            raise RuntimeError(f"metrics port {settings.stream.metrics_host}:{port} is unavailable ({exc}); "
+                               "give each instance on a host its own --metrics-port (0: none)") from exc
+    signal.signal(signal.SIGTERM, proc.request_stop)
+    signal.signal(signal.SIGINT, proc.request_stop)
+    proc.start()
+    try:
+        return proc.run(max_events=max_events, idle_exit_s=idle_exit_s, until_caught_up=until_caught_up)
+    finally:
+        proc.close()
