@@ -7,6 +7,9 @@ sample of real users (and one unknown user) over HTTP -> print the results.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import time
 
 import httpx
@@ -25,14 +28,26 @@ def _done(started: float, info: dict) -> None:
     print(f"   done in {time.perf_counter() - started:.1f}s{skipped}", flush=True)
 
 
+def _cli(settings: Settings, *argv: str) -> dict:
+    """Run a `recast` subcommand in-process and return the JSON it prints."""
+    from recast.cli import build_parser
+
+    args = build_parser().parse_args(list(argv))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        args.func(args, settings)
+    text = out.getvalue()
+    return json.loads(text[text.index("{"):]) if "{" in text else {}
+
+
 def run_demo(settings: Settings, models: list[str] | None = None, epochs: int | None = None, keep_running: bool = True) -> None:
     models = models or ["dlf", "dmoe"]
-    t = _step("1/5 features: MovieLens-100K -> parquet offline store -> Feast online store")
+    t = _step("1/7 features: MovieLens-100K -> parquet offline store -> Feast online store")
     info = workflow.build_features(settings)
     print(f"   {info['features_dir']}: {info['meta']}")
     _done(t, info)
 
-    t = _step(f"2/5 train {', '.join(models)} with TorchRec (DistributedModelParallel, fused embedding optimizer)")
+    t = _step(f"2/7 train {', '.join(models)} with TorchRec (DistributedModelParallel, fused embedding optimizer)")
     overrides = {"epochs": epochs} if epochs else None
     results = {}
     for model in models:
@@ -42,19 +57,19 @@ def run_demo(settings: Settings, models: list[str] | None = None, epochs: int | 
               f"test AUC {result['test_auc']:.4f}, logloss {result['test_logloss']:.4f}{corr}")
     _done(t, {"skipped": all(r.get("skipped") for r in results.values())})
 
-    t = _step("3/5 export: ONNX + parity check + Triton model repositories")
+    t = _step("3/7 export: ONNX + parity check + Triton model repositories")
     for model in models:
         exported = workflow.export_model(settings, model)
         print(f"   {model} v{exported['version']}: max |ONNX - PyTorch| = {exported['parity_max_abs_diff']:.2e} "
               f"on {exported['parity_rows']} rows; TensorRT: {exported['tensorrt']}")
     _done(t, {})
 
-    t = _step("4/5 stack: tritonserver + scoring gateway")
+    t = _step("4/7 stack: Kafka-protocol broker + tritonserver + scoring gateway")
     status = stack.stack_up(settings, models)
     print(f"   triton {status['triton'].get('url', '')}  gateway {status['gateway']['url']}  (docs: {status['gateway']['url']}/docs)")
     _done(t, {})
 
-    t = _step("5/5 score sample users through the gateway")
+    t = _step("5/7 score sample users through the gateway")
     url = status["gateway"]["url"]
     with httpx.Client(timeout=10) as client:
         for body in workflow.sample_requests(settings):
@@ -68,6 +83,36 @@ def run_demo(settings: Settings, models: list[str] | None = None, epochs: int | 
                 flag = " [cold start]" if out["cold_start"] else ""
                 print(f"   user {out['user_id']:>16}{flag} {out['model']:>5} v{out['model_version']}: "
                       f"{len(body['item_ids'])} candidates -> top5 {top}  ({out['timings_ms']['total']:.1f} ms)")
+    _done(t, {})
+
+    t = _step("6/7 stream: MovieLens events -> Kafka -> stream feature processor -> Feast online store")
+    status = _cli(settings, "stream", "status")
+    in_topic = sum(p.get("high_watermark", 0) for p in status.get("partitions", []))
+    if in_topic or status.get("state", {}).get("users"):
+        # replaying the same events again would count them twice (offsets are new)
+        print(f"   already streamed ({in_topic:,} events in the topic, state holds "
+              f"{status.get('state', {}).get('users', 0)} users); `recast stream reset` starts over")
+        sent = {}
+    else:
+        sent = _cli(settings, "stream", "replay", "--limit", "20000", "--no-progress")
+    processed = _cli(settings, "stream", "process", "--until-caught-up", "--metrics-port", "0")
+    print(f"   replayed {sent.get('sent', 0):,} events ({sent.get('events_per_s', 0):,.0f}/s); processor: "
+          f"{processed.get('processed', 0):,} processed, {processed.get('dead_lettered', 0)} dead-lettered, "
+          f"{processed.get('duplicate_skipped', 0)} duplicates skipped, {processed.get('batches', 0)} micro-batches")
+    _done(t, {})
+
+    t = _step("7/7 A/B: SIMULATED marketplace drives the gateway (DLF vs D-MoE), then the readout")
+    sim = _cli(settings, "abtest", "simulate", "--mode", "driven", "--gateway", url, "--gateway-routes",
+               "--units", "400", "--days", "4", "--pre-days", "1", "--max-requests", "1500", "--kafka")
+    print(f"   {sim.get('label', 'simulation')}: {sim.get('requests', 0):,} requests, injected lift "
+          f"{sim.get('true_relative_lift', {})}")
+    report = _cli(settings, "abtest", "report", sim.get("experiment", "dlf_vs_dmoe"))
+    print(f"   units {report.get('units')}; SRM p = {report.get('srm_p_value', float('nan')):.3g}; "
+          f"{'valid' if report.get('valid') else 'INVALID (SRM)'}")
+    for row in report.get("metrics", []):
+        print(f"   {row['metric']:>14} {row['variant']}: lift {row['rel_lift']:+.2%} "
+              f"CI [{row['ci'][0]:+.2%}, {row['ci'][1]:+.2%}] -> {row['decision']}")
+    print(f"   report: {report.get('html')}")
     _done(t, {})
     if keep_running:
         print(f"\nThe stack keeps running: try `recast score 196 242 302 377` or open {url}/docs; "

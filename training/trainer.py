@@ -185,7 +185,7 @@ def train(
             raise ValueError(f"batch_size {cfg.batch_size} is larger than the {len(train_data)} training rows")
         if cfg.max_steps_per_epoch:
             steps = min(steps, cfg.max_steps_per_epoch)
-        bar = tqdm(total=steps, desc=f"{cfg.model} epoch {epoch}", disable=not cfg.progress or rank != 0, leave=False)
+        bar = tqdm(total=steps, desc=f"{cfg.model} epoch {epoch}", disable=(not cfg.progress or rank != 0) or None, leave=False)  # None: off when not a terminal
         running = None
         for step, (batch, _) in enumerate(batches(train_data, cfg.batch_size, rank, world, shuffle=True, generator=generator, drop_last=True)):
             if step >= steps:
