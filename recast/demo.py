@@ -42,12 +42,12 @@ def _cli(settings: Settings, *argv: str) -> dict:
 
 def run_demo(settings: Settings, models: list[str] | None = None, epochs: int | None = None, keep_running: bool = True) -> None:
     models = models or ["dlf", "dmoe"]
-    t = _step("1/7 features: MovieLens-100K -> parquet offline store -> Feast online store")
+    t = _step("1/8 features: MovieLens-100K -> parquet offline store -> Feast online store")
     info = workflow.build_features(settings)
     print(f"   {info['features_dir']}: {info['meta']}")
     _done(t, info)
 
-    t = _step(f"2/7 train {', '.join(models)} with TorchRec (DistributedModelParallel, fused embedding optimizer)")
+    t = _step(f"2/8 train {', '.join(models)} with TorchRec (DistributedModelParallel, fused embedding optimizer)")
     overrides = {"epochs": epochs} if epochs else None
     results = {}
     for model in models:
@@ -57,19 +57,19 @@ def run_demo(settings: Settings, models: list[str] | None = None, epochs: int | 
               f"test AUC {result['test_auc']:.4f}, logloss {result['test_logloss']:.4f}{corr}")
     _done(t, {"skipped": all(r.get("skipped") for r in results.values())})
 
-    t = _step("3/7 export: ONNX + parity check + Triton model repositories")
+    t = _step("3/8 export: ONNX + parity check + Triton model repositories")
     for model in models:
         exported = workflow.export_model(settings, model)
         print(f"   {model} v{exported['version']}: max |ONNX - PyTorch| = {exported['parity_max_abs_diff']:.2e} "
               f"on {exported['parity_rows']} rows; TensorRT: {exported['tensorrt']}")
     _done(t, {})
 
-    t = _step("4/7 stack: Kafka-protocol broker + tritonserver + scoring gateway")
+    t = _step("4/8 stack: Kafka-protocol broker + tritonserver + scoring gateway")
     status = stack.stack_up(settings, models)
     print(f"   triton {status['triton'].get('url', '')}  gateway {status['gateway']['url']}  (docs: {status['gateway']['url']}/docs)")
     _done(t, {})
 
-    t = _step("5/7 score sample users through the gateway")
+    t = _step("5/8 score sample users through the gateway")
     url = status["gateway"]["url"]
     with httpx.Client(timeout=10) as client:
         for body in workflow.sample_requests(settings):
@@ -85,7 +85,7 @@ def run_demo(settings: Settings, models: list[str] | None = None, epochs: int | 
                       f"{len(body['item_ids'])} candidates -> top5 {top}  ({out['timings_ms']['total']:.1f} ms)")
     _done(t, {})
 
-    t = _step("6/7 stream: MovieLens events -> Kafka -> stream feature processor -> Feast online store")
+    t = _step("6/8 stream: MovieLens events -> Kafka -> stream feature processor -> Feast online store")
     status = _cli(settings, "stream", "status")
     in_topic = sum(p.get("high_watermark", 0) for p in status.get("partitions", []))
     if in_topic or status.get("state", {}).get("users"):
@@ -101,7 +101,7 @@ def run_demo(settings: Settings, models: list[str] | None = None, epochs: int | 
           f"{processed.get('duplicate_skipped', 0)} duplicates skipped, {processed.get('batches', 0)} micro-batches")
     _done(t, {})
 
-    t = _step("7/7 A/B: SIMULATED marketplace drives the gateway (DLF vs D-MoE), then the readout")
+    t = _step("7/8 A/B: SIMULATED marketplace drives the gateway (DLF vs D-MoE), then the readout")
     sim = _cli(settings, "abtest", "simulate", "--mode", "driven", "--gateway", url, "--gateway-routes",
                "--units", "400", "--days", "4", "--pre-days", "1", "--max-requests", "1500", "--kafka")
     print(f"   {sim.get('label', 'simulation')}: {sim.get('requests', 0):,} requests, injected lift "
@@ -113,6 +113,30 @@ def run_demo(settings: Settings, models: list[str] | None = None, epochs: int | 
         print(f"   {row['metric']:>14} {row['variant']}: lift {row['rel_lift']:+.2%} "
               f"CI [{row['ci'][0]:+.2%}, {row['ci'][1]:+.2%}] -> {row['decision']}")
     print(f"   report: {report.get('html')}")
+    _done(t, {})
+
+    t = _step("8/8 forecast: DLinear + PIR on Victoria electricity demand, revised on the stream")
+    bundle = settings.path(settings.forecast.bundle_dir)
+    if not (bundle / "forecast.json").exists():
+        trained = _cli(settings, "forecast", "train", "--quiet")
+        print(f"   trained {trained.get('backbone', 'dlinear')} + PIR; ONNX parity {trained.get('parity', {})}")
+    else:
+        print(f"   bundle {bundle} exists (delete it to retrain)")
+    _cli(settings, "forecast", "topics")
+    marker = bundle / "demo_replay.json"
+    broker_pid = status.get("broker", {}).get("pid") if isinstance(status.get("broker"), dict) else None
+    if not marker.exists() or json.loads(marker.read_text()).get("broker_pid") != broker_pid:
+        replayed = _cli(settings, "forecast", "replay", "--limit", "600")
+        marker.write_text(json.dumps({"broker_pid": broker_pid, **replayed}))
+        print(f"   published {replayed.get('actuals', 0)} actuals and {replayed.get('forecasts', 0)} base forecasts")
+    served = _cli(settings, "forecast", "serve", "--until-caught-up", "--metrics-port", "0")
+    rolling = served.get("rolling", {})
+    if rolling.get("n"):
+        print(f"   revised {served.get('revised', 0)} forecasts; matured pairs {served.get('matured', 0)} "
+              f"(store {served.get('store_pairs', 0)}); rolling MSE base {rolling['base_mse']:.4f} -> "
+              f"revised {rolling['revised_mse']:.4f} ({rolling['improvement']:+.1%} better)")
+    else:
+        print(f"   revision service: {served}")
     _done(t, {})
     if keep_running:
         print(f"\nThe stack keeps running: try `recast score 196 242 302 377` or open {url}/docs; "

@@ -149,6 +149,44 @@ class AbtestSettings(BaseModel):
     """Currency of GMV values when events are published on Kafka."""
 
 
+class ForecastSettings(BaseModel):
+    """Forecasting with PIR (training/forecasting/) and the streaming revision service (streaming/forecast_*.py)."""
+
+    series: str = "victoria"
+    """What `recast forecast train` fits: victoria (statsmodels' hourly demand), etth1, generatedN or a CSV path."""
+    backbone: str = "dlinear"
+    """dlinear or patchtst."""
+    seq_len: int = 96
+    pred_len: int = 24
+    epochs: int = 10
+    pir_epochs: int = 6
+    seed: int = 2021
+    bundle_dir: Path = Path("artifacts/forecast/bundle")
+    """Export output and what `recast forecast serve` loads: base.onnx, pir.onnx, store.npz, forecast.json."""
+    forecasts_topic: str = "recast.forecasts"
+    actuals_topic: str = "recast.actuals"
+    revised_topic: str = "recast.forecasts.revised"
+    partitions: int = 4
+    """Of the forecasts and actuals topics (keep them equal: one series' messages meet in one consumer)."""
+    consumer_group: str = "recast-forecast-revision"
+    store_capacity: int = 20000
+    """Bound of the global retrieval store (training pairs + matured pairs; the oldest leave first)."""
+    max_pending: int = 10000
+    """Forecasts waiting for their horizon to be observed; beyond it the oldest are dropped (counted)."""
+    history_steps: int = 2000
+    """Actuals kept per series, so a forecast that arrives after some of its actuals still matures."""
+    rolling_window: int = 500
+    """Matured forecasts in the rolling MSE gauges."""
+    warning_delta: float | None = None
+    """δ threshold of the warning flag; None: per channel, the bundle's 90th percentile of δ."""
+    batch_max: int = 256
+    threads: int = 1
+    """onnxruntime intra-op threads of the revision graph."""
+    metrics_port: int = 18091
+    metrics_host: str = "127.0.0.1"
+    plots_dir: Path = Path("artifacts/forecast/plots")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="RECAST_", env_nested_delimiter="__", extra="ignore"
@@ -164,6 +202,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     stream: StreamSettings = StreamSettings()
     abtest: AbtestSettings = AbtestSettings()
+    forecast: ForecastSettings = ForecastSettings()
 
     def path(self, p: Path) -> Path:
         """Resolve a configured path against ``home``."""

@@ -142,11 +142,6 @@ REGISTRY: dict[tuple[str, int], type[_Event]] = {
 
 MAX_MESSAGE_BYTES = 1 << 20
 
-_BY_KIND: dict[str, list[type[_Event]]] = {}
-for (_kind, _v), _model in REGISTRY.items():
-    _BY_KIND.setdefault(_kind, []).append(_model)
-
-
 def encode(event: _Event) -> bytes:
     """JSON bytes of a (validated) event."""
     return event.model_dump_json(exclude_none=True).encode()
@@ -157,52 +152,69 @@ def key_of(event: _Event) -> bytes:
     return getattr(event, "user").encode()
 
 
-def decode(raw: bytes | None, expect: str | tuple[str, ...] | None = None) -> Event:
-    """Validate one message; raises :class:`InvalidEvent` (reason codes below).
+def decode_envelope(
+    raw: bytes | None,
+    registry: dict[tuple[str, int], type[BaseModel]],
+    expect: str | tuple[str, ...] | None = None,
+    max_bytes: int = MAX_MESSAGE_BYTES,
+    error: type[InvalidEvent] = None,  # type: ignore[assignment]
+) -> BaseModel:
+    """Validate one ``{"kind", "v", ...}`` message against a (kind, version) registry.
 
-    Reasons: ``empty``, ``too_large``, ``not_json``, ``not_an_object``,
-    ``missing_envelope``, ``unknown_kind``, ``unsupported_version``,
-    ``unexpected_kind`` (valid, but not what this consumer reads: ``expect``),
-    ``schema_violation`` (fields missing, wrong types, rules broken).
+    Shared by every event family (these events, the forecast events) so they
+    give the same reason codes: ``empty``, ``too_large``, ``not_json``,
+    ``not_an_object``, ``missing_envelope``, ``unknown_kind``,
+    ``unsupported_version``, ``unexpected_kind`` (valid, but not what this
+    consumer reads: ``expect``), ``schema_violation`` (fields missing, wrong
+    types, rules broken).
     """
+    error = error or InvalidEvent
     if not raw:
-        raise InvalidEvent("empty", "the message has no value")
-    if len(raw) > MAX_MESSAGE_BYTES:
-        raise InvalidEvent("too_large", f"{len(raw)} bytes > {MAX_MESSAGE_BYTES}")
-    if isinstance(expect, str):
+        raise error("empty", "the message has no value")
+    if len(raw) > max_bytes:
+        raise error("too_large", f"{len(raw)} bytes > {max_bytes}")
+    expected = (expect,) if isinstance(expect, str) else expect
+    if expected is not None and len(expected) == 1:
         # fast path (~3x): validate the bytes directly; anything invalid takes the path below for its reason
-        for model in _BY_KIND.get(expect, ()):
+        for (kind, _v), model in registry.items():
+            if kind != expected[0]:
+                continue
             try:
                 event = model.model_validate_json(raw)
             except ValidationError:
                 continue
             if {"kind", "v"} <= event.model_fields_set:  # the envelope was on the wire, not defaulted
-                return event  # type: ignore[return-value]
+                return event
     try:
         obj = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidEvent("not_json", str(exc)[:200]) from None
+        raise error("not_json", str(exc)[:200]) from None
     if not isinstance(obj, dict):
-        raise InvalidEvent("not_an_object", f"JSON {type(obj).__name__}, expected an object")
+        raise error("not_an_object", f"JSON {type(obj).__name__}, expected an object")
     kind, version = obj.get("kind"), obj.get("v")
     if kind is None or version is None:
-        raise InvalidEvent("missing_envelope", "fields 'kind' and 'v' are required")
-    if not any(k == kind for k, _ in REGISTRY):
-        raise InvalidEvent("unknown_kind", f"kind {str(kind)[:64]!r}")
-    model = REGISTRY.get((kind, version)) if isinstance(version, int) and not isinstance(version, bool) else None
+        raise error("missing_envelope", "fields 'kind' and 'v' are required")
+    if not any(k == kind for k, _ in registry):
+        raise error("unknown_kind", f"kind {str(kind)[:64]!r}")
+    model = registry.get((kind, version)) if isinstance(version, int) and not isinstance(version, bool) else None
     if model is None:
-        known = sorted(v for k, v in REGISTRY if k == kind)
-        raise InvalidEvent("unsupported_version", f"{kind} v{str(version)[:16]} (known: {known})")
-    if expect is not None and kind not in ((expect,) if isinstance(expect, str) else expect):
-        raise InvalidEvent("unexpected_kind", f"{kind} on a topic that carries {expect}")
+        known = sorted(v for k, v in registry if k == kind)
+        raise error("unsupported_version", f"{kind} v{str(version)[:16]} (known: {known})")
+    if expected is not None and kind not in expected:
+        raise error("unexpected_kind", f"{kind} on a topic that carries {expect}")
     try:
-        return model.model_validate(obj)  # type: ignore[return-value]
+        return model.model_validate(obj)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e.get('loc', ())) or '(event)'}: {e.get('msg', '')}"
             for e in exc.errors()[:5]
         )
-        raise InvalidEvent("schema_violation", problems[:500]) from None
+        raise error("schema_violation", problems[:500]) from None
+
+
+def decode(raw: bytes | None, expect: str | tuple[str, ...] | None = None) -> Event:
+    """Validate one message; raises :class:`InvalidEvent` (reason codes: :func:`decode_envelope`)."""
+    return decode_envelope(raw, REGISTRY, expect)  # type: ignore[return-value]
 
 
 def parse_json_schema() -> dict[str, Any]:

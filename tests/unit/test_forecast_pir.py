@@ -1,0 +1,175 @@
+"""PIR blocks: identification, local revision, global revision, combination, loss, frozen backbone, ONNX parity."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from training.forecasting.pir import PIR, PIRConfig
+
+torch.set_num_threads(1)
+B, L, H, C, K = 4, 32, 8, 3, 5
+
+
+def cfg(**kw) -> PIRConfig:
+    return PIRConfig(seq_len=L, pred_len=H, n_channels=C, top_k=K, d_model=16, n_heads=2, d_ff=32, ue_hidden=16,
+                     dropout=0.0, **kw)
+
+
+def inputs(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, L, C, generator=g)
+    base = torch.randn(B, H, C, generator=g)
+    marks = torch.rand(B, L + H, 4, generator=g) - 0.5
+    sims = torch.rand(B, C, K, generator=g)
+    targets = torch.randn(B, C, K, H, generator=g)
+    mask = torch.ones(B, C, K)
+    return x, base, marks, sims, targets, mask
+
+
+def test_identification_is_nonnegative_per_channel_and_learns() -> None:
+    torch.manual_seed(0)
+    pir = PIR(cfg())
+    x, base, *_ = inputs()
+    d = pir.estimate(x, base)
+    assert d.shape == (B, C) and (d >= 0).all()
+    # a learnable target: the realised error grows with the window's scale
+    xs = torch.randn(256, L, C) * torch.linspace(0.2, 3, 256).view(-1, 1, 1)
+    bs = torch.zeros(256, H, C)
+    target = xs.var(dim=1)
+    opt = torch.optim.Adam(list(pir.identification.parameters()) + [pir.channel_embedding], lr=1e-2)
+    first = None
+    for _ in range(150):
+        opt.zero_grad()
+        loss = torch.nn.functional.l1_loss(pir.estimate(xs, bs), target)
+        first = first if first is not None else loss.item()
+        loss.backward()
+        opt.step()
+    assert float(loss) < 0.5 * first
+
+
+def test_channel_embedding_changes_the_estimate() -> None:
+    torch.manual_seed(0)
+    pir = PIR(cfg())
+    x = torch.randn(1, L, 1).repeat(1, 1, C)  # identical channels
+    base = torch.randn(1, H, 1).repeat(1, 1, C)
+    with torch.no_grad():
+        pir.channel_embedding.normal_(0, 1)
+    d = pir.estimate(x, base)[0]
+    assert len(set(np.round(d.detach().numpy(), 6))) == C
+
+
+def test_pir_starts_at_the_backbone_without_neighbours() -> None:
+    pir = PIR(cfg()).eval()
+    x, base, marks, sims, targets, mask = inputs()
+    revised, delta = pir(x, base, marks, sims, targets, torch.zeros_like(mask))
+    assert torch.allclose(revised, base, atol=1e-6)  # y_local = 0 at init, β = 0 with no valid neighbour
+    assert delta.shape == (B, C)
+
+
+def test_local_revision_attends_across_channels_and_exogenous() -> None:
+    torch.manual_seed(0)
+    pir = PIR(cfg(use_global=False)).eval()
+    with torch.no_grad():
+        pir.local.head.weight.normal_(0, 0.5)
+    x, base, marks, sims, targets, mask = inputs()
+    r1, _ = pir(x, base, marks, sims, targets, mask)
+    base2 = base.clone()
+    base2[:, :, 2] += 1.0
+    r2, _ = pir(x, base2, marks, sims, targets, mask)
+    assert not torch.allclose(r1[:, :, 0] - base[:, :, 0], r2[:, :, 0] - base2[:, :, 0])  # channel 0 saw channel 2
+    r3, _ = pir(x, base, marks + 0.3, sims, targets, mask)
+    assert not torch.allclose(r1, r3)  # calendar tokens matter
+
+
+def test_global_revision_softmax_and_mask() -> None:
+    pir = PIR(cfg(use_local=False)).eval()
+    g = pir.global_
+    sims = torch.tensor([[[0.9, 0.5, 0.1, 0.0, 0.0]]])
+    targets = torch.arange(5.0).view(1, 1, 5, 1).repeat(1, 1, 1, H)
+    mask = torch.tensor([[[1.0, 1.0, 0.0, 0.0, 0.0]]])
+    out = g(sims, targets, mask)[0, 0, 0]
+    tau = float(torch.exp(g.log_tau))
+    w = torch.softmax(torch.tensor([0.9, 0.5]) / tau, 0)
+    assert torch.isclose(out, w[1] * 1.0, atol=1e-5)  # masked targets 2..4 get no weight
+    one = torch.tensor([[[0.0, 0.0, 0.0, 1.0, 0.0]]])
+    assert torch.allclose(g(sims, targets, one)[0, 0], torch.full((H,), 3.0))
+
+
+def test_global_revision_denormalises_with_the_query_statistics() -> None:
+    pir = PIR(cfg(use_local=False)).eval()
+    x, base, marks, sims, targets, mask = inputs()
+    mask = torch.zeros_like(mask)
+    mask[:, :, 0] = 1
+    with torch.no_grad():
+        pir.beta[-1].bias.fill_(50.0)  # β -> 1: revised = retrieval forecast
+        pir.beta[-1].weight.zero_()
+    revised, _ = pir(x, base, marks, sims, targets, mask)
+    xt = x.transpose(1, 2)
+    mean = xt.mean(-1, keepdim=True)
+    std = torch.sqrt(xt.var(-1, keepdim=True, unbiased=False) + 1e-5)
+    expected = (targets[:, :, 0] * std + mean).transpose(1, 2)
+    assert torch.allclose(revised, expected, atol=1e-4)
+
+
+def test_alpha_grows_with_the_estimated_error() -> None:
+    pir = PIR(cfg())
+    with torch.no_grad():
+        pir.alpha_w.uniform_(-3, 3)  # any raw value: the slope is softplus(raw) >= 0
+    d = torch.linspace(0, 5, 50).view(-1, 1)
+    alpha = torch.sigmoid(torch.nn.functional.softplus(pir.alpha_w) * d + pir.alpha_b)
+    assert (alpha[1:] >= alpha[:-1]).all()
+
+
+def test_loss_is_mse_plus_lambda_l1_of_the_estimator() -> None:
+    pir = PIR(cfg(lambda_ue=0.5))
+    x, base, marks, sims, targets, mask = inputs()
+    y = torch.randn(B, H, C)
+    revised, delta = pir(x, base, marks, sims, targets, mask)
+    total, parts = pir.loss(revised, delta, base, y)
+    realised = ((base - y) ** 2).mean(1)
+    expected = torch.nn.functional.mse_loss(revised, y) + 0.5 * (delta - realised).abs().mean()
+    assert torch.isclose(total, expected)
+    assert set(parts) == {"mse", "ue_l1"}
+
+
+def test_delta_is_detached_from_the_revision_gates() -> None:
+    pir = PIR(cfg())
+    x, base, marks, sims, targets, mask = inputs()
+    revised, _ = pir(x, base, marks, sims, targets, mask)
+    revised.sum().backward()
+    assert all(p.grad is None or float(p.grad.abs().sum()) == 0 for p in pir.identification.parameters())
+
+
+def test_pipeline_keeps_the_backbone_frozen_and_improves_a_weak_backbone() -> None:
+    from training.forecasting.data import generated_series, prepare
+    from training.forecasting.train import FitConfig, fit_pipeline
+
+    prep = prepare(generated_series(n=900, channels=2, seed=1), 48, 12)
+    run = fit_pipeline(prep, "dlinear", FitConfig(epochs=1, batch_size=64, lr=1e-3),
+                       pir_config={"d_model": 16, "n_heads": 2, "d_ff": 32, "top_k": 10},
+                       pir_fit=FitConfig(epochs=3, batch_size=32, lr=2e-3, lr_halving=False))
+    assert all(not p.requires_grad for p in run.backbone.parameters())
+    t = run.test
+    assert t["pir"]["mse"] < t["base"]["mse"]
+    assert np.isfinite(t["delta"]["r2"])
+
+
+def test_onnx_export_parity(tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    from training.forecasting.export import export_pir, pir_parity
+    from training.forecasting.train import PIRArrays
+
+    torch.manual_seed(0)
+    pir = PIR(cfg()).eval()
+    with torch.no_grad():
+        pir.local.head.weight.normal_(0, 0.2)
+    x, base, marks, sims, targets, mask = (t.numpy() for t in inputs())
+    mask[0, 0, 2:] = 0
+    arr = PIRArrays(x, np.zeros_like(base), marks, base, sims, targets, mask)
+    path = export_pir(pir, tmp_path / "pir.onnx")
+    diff, delta = pir_parity(pir, path, arr)
+    assert diff <= 1e-5 and delta.shape == (B, C)
