@@ -638,7 +638,7 @@ def test_container_commands_parse_with_the_recast_cli(where: str, args: list[str
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse keeps them here
     if args[0] not in commands:
-        pytest.skip(f"`recast {args[0]}` is not registered yet (recast/cli.py); {where} runs `recast {' '.join(args)}`")
+        pytest.fail(f"`recast {args[0]}` is not a registered command (recast/cli.py), but {where} runs `recast {' '.join(args)}`")
     try:
         parsed = parser.parse_args(args)
     except SystemExit as exc:
