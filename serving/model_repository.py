@@ -20,8 +20,8 @@ sees a half-written model. Files at model level (``config.pbtxt``,
 ``spec.json``, ``metadata.json``) are only rewritten when their content
 changes, because any change there makes a polling server reload the model
 (all its versions; Triton loads the new generation before it drops the old
-one, so serving continues, but ``metadata.json`` lists the versions and so
-does change on every export). Inside a local version directory a
+one, so serving continues); version-specific metadata therefore lives in
+the version directory. Inside a local version directory a
 ``__pycache__`` *file* stops Python from writing bytecode there, which a
 polling server would otherwise take for a modified version and reload.
 
@@ -244,9 +244,12 @@ def _write_one(
         # Model-level files first: a new version must find its config in place.
         _write_if_changed(model_dir / CONFIG_FILE, config_text, staging)
         _write_if_changed(model_dir / SPEC_FILE, spec.to_json() + "\n", staging)
-        versions = sorted(set(_versions(model_dir)) | {version})
-        meta = {**metadata, "versions": versions, "latest_version": versions[-1]}
-        _write_if_changed(model_dir / METADATA_FILE, json.dumps(meta, indent=2) + "\n", staging)
+        # model-level metadata holds nothing version-specific, so publishing a new
+        # version leaves it untouched and a polling Triton does not reload the others;
+        # the version's own metadata goes into its directory (list_models gives the set)
+        stable = {k: v for k, v in metadata.items() if k != "version"}
+        _write_if_changed(model_dir / METADATA_FILE, json.dumps(stable, indent=2) + "\n", staging)
+        (staged / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
         final = model_dir / str(version)
         _publish_version(staged, final, staging)
     finally:
@@ -291,7 +294,7 @@ def write_model_repository(
         raise ValueError(f"invalid model name {model_name!r}")
     extra = {name: Path(p) for name, p in (extra_files or {}).items()}
     for name, p in extra.items():
-        if name in (MODEL_FILE, "model.py", "__pycache__") or "/" in name:
+        if name in (MODEL_FILE, "model.py", "__pycache__", METADATA_FILE) or "/" in name:
             raise ValueError(f"extra file name {name!r} is reserved or not a plain file name")
         if not p.is_file():
             raise FileNotFoundError(f"extra file {p} (for {name!r}) not found")

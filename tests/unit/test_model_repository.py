@@ -132,7 +132,8 @@ def test_versioned_layout_and_files(tmp_path: Path, fake_onnx: Path) -> None:
         assert (model_dir / "1" / "export.json").read_text() == '{"auc": 0.8}'
         assert FeatureSpec.from_json((model_dir / "spec.json").read_text()) == SPEC
         meta = json.loads((model_dir / "metadata.json").read_text())
-        assert meta["name"] == "dlf" and meta["version"] == 1 and meta["backend"] == backend
+        assert meta["name"] == "dlf" and "version" not in meta and meta["backend"] == backend
+        assert json.loads((model_dir / "1" / "metadata.json").read_text())["version"] == 1
         assert meta["total_slots"] == 5
         assert meta["inputs"] == ["sparse_ids", "sparse_mask"] and meta["outputs"] == ["probability"]
     assert (tmp_path / "local" / "dlf" / "1" / "model.py").read_text().startswith('"""Triton Python-backend')
@@ -146,13 +147,14 @@ def test_versioned_layout_and_files(tmp_path: Path, fake_onnx: Path) -> None:
 def test_versions_coexist_and_replace(tmp_path: Path, fake_onnx: Path) -> None:
     _write(tmp_path, fake_onnx, version=1)
     config = tmp_path / "local" / "dlf" / "config.pbtxt"
-    mtime = config.stat().st_mtime_ns
+    metadata = tmp_path / "local" / "dlf" / "metadata.json"
+    mtimes = (config.stat().st_mtime_ns, metadata.stat().st_mtime_ns)
     fake_onnx.write_bytes(b"v2")
     _write(tmp_path, fake_onnx, version=2)
-    assert config.stat().st_mtime_ns == mtime  # unchanged config is not rewritten
+    # unchanged model-level files are not rewritten: a polling Triton keeps version 1 loaded
+    assert (config.stat().st_mtime_ns, metadata.stat().st_mtime_ns) == mtimes
     assert list_models(tmp_path / "local") == {"dlf": [1, 2]}
-    meta = json.loads((tmp_path / "local" / "dlf" / "metadata.json").read_text())
-    assert meta["versions"] == [1, 2] and meta["latest_version"] == 2
+    assert json.loads((tmp_path / "local" / "dlf" / "2" / "metadata.json").read_text())["version"] == 2
     fake_onnx.write_bytes(b"v2-fixed")
     _write(tmp_path, fake_onnx, version=2)  # re-export replaces the version atomically
     assert (tmp_path / "local" / "dlf" / "2" / "model.onnx").read_bytes() == b"v2-fixed"
