@@ -18,10 +18,12 @@ Conventions
 * CUPED: ``Y_cv = Y - theta (X - X_pool)`` with ``theta = cov(Y, X) / var(X)`` computed on
   both arms pooled (as GrowthBook/Eppo do). For ratio metrics Y and X are the
   linearised (influence-function) ratios, so the same formula applies.
-* Sequential: the normal-mixture mSPRT (Johari et al. 2017; Howard et al. 2021) with
-  mixing variance ``tau2``: always-valid p-value ``min(1, 1/Lambda)`` and confidence
-  sequence ``est +- sqrt(v (v + tau2) / tau2 * (2 log(1/alpha) + log((v + tau2) / v)))``.
-  ``tau2_for_horizon`` picks tau2 as GrowthBook does (tightest at a planned sample size).
+
+This module holds the fixed-horizon side (moments, delta method, CUPED, Welch tests,
+sample size, SRM, winsorization). The readouts that build on it live in their own
+modules and are re-exported here, so ``abtest.stats`` stays the one import path:
+abtest/sequential.py (mSPRT), abtest/multiple_testing.py (Holm, BH) and
+abtest/bayes.py (Bayesian readout).
 """
 
 from __future__ import annotations
@@ -31,6 +33,17 @@ from typing import Sequence
 
 import numpy as np
 from scipy import stats as sps
+
+from abtest.bayes import BayesResult, bayes_readout, expected_losses, gaussian_posterior  # noqa: F401  (re-exported)
+from abtest.multiple_testing import adjust, benjamini_hochberg, holm  # noqa: F401  (re-exported)
+from abtest.sequential import (  # noqa: F401  (re-exported)
+    SequentialResult,
+    always_valid,
+    msprt_halfwidth,
+    msprt_pvalue,
+    sequential_test,
+    tau2_for_horizon,
+)
 
 ArrayLike = float | np.ndarray
 
@@ -250,149 +263,6 @@ def sample_size_per_arm(var_t: float, var_c: float, delta: float, alpha: float =
     """Units per arm for a two-sided z-test to detect ``delta`` (per-unit variances)."""
     z = sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(power)
     return float(z * z * (var_t + var_c) / (delta * delta))
-
-
-# ---------------------------------------------------------------------------------------------
-# Sequential testing: normal-mixture mSPRT
-# ---------------------------------------------------------------------------------------------
-
-
-def tau2_for_horizon(variance: ArrayLike, n: ArrayLike, n_star: float, alpha: float = 0.05) -> ArrayLike:
-    """Mixing variance that makes the confidence sequence tightest at ``n_star`` units.
-
-    ``rho^2 = (-2 log alpha + log(-2 log alpha + 1)) / n_star`` (Waudby-Smith et al. 2023,
-    eq. 161, as in GrowthBook) and ``tau2 = rho^2 * variance * n`` (the per-unit variance
-    of the estimate times rho^2).
-    """
-    rho2 = (-2 * np.log(alpha) + np.log(-2 * np.log(alpha) + 1)) / n_star
-    return rho2 * variance * n
-
-
-def msprt_pvalue(estimate: ArrayLike, variance: ArrayLike, tau2: ArrayLike, null: float = 0.0) -> ArrayLike:
-    """Always-valid p-value ``min(1, 1 / Lambda)`` of the normal-mixture SPRT at one look.
-
-    ``Lambda = sqrt(v / (v + tau2)) * exp(tau2 (est - null)^2 / (2 v (v + tau2)))``.
-    Take the running minimum over looks (``always_valid``) for the sequence.
-    """
-    d2 = np.square(estimate - null)
-    log_lambda = 0.5 * np.log(variance / (variance + tau2)) + tau2 * d2 / (2 * variance * (variance + tau2))
-    return np.minimum(1.0, np.exp(-log_lambda))
-
-
-def msprt_halfwidth(variance: ArrayLike, tau2: ArrayLike, alpha: float = 0.05) -> ArrayLike:
-    """Half-width of the (1 - alpha) confidence sequence at one look."""
-    return np.sqrt(variance * (variance + tau2) / tau2 * (2 * np.log(1 / alpha) + np.log((variance + tau2) / variance)))
-
-
-def always_valid(pvalues: np.ndarray, lower: np.ndarray | None = None, upper: np.ndarray | None = None, axis: int = -1):
-    """Running minimum of the p-values and running intersection of the intervals along ``axis``."""
-    p = np.minimum.accumulate(pvalues, axis=axis)
-    if lower is None or upper is None:
-        return p
-    return p, np.maximum.accumulate(lower, axis=axis), np.minimum.accumulate(upper, axis=axis)
-
-
-@dataclass(frozen=True)
-class SequentialResult:
-    estimate: float
-    p_value: float
-    ci: tuple[float, float]
-    tau2: float
-
-
-def sequential_test(estimate: float, variance: float, n: int, n_star: float, alpha: float = 0.05) -> SequentialResult:
-    """mSPRT at one look, tau2 tuned for ``n_star`` total units."""
-    tau2 = float(tau2_for_horizon(variance, n, n_star, alpha))
-    p = float(msprt_pvalue(estimate, variance, tau2))
-    h = float(msprt_halfwidth(variance, tau2, alpha))
-    return SequentialResult(float(estimate), p, (float(estimate - h), float(estimate + h)), tau2)
-
-
-# ---------------------------------------------------------------------------------------------
-# Multiple testing
-# ---------------------------------------------------------------------------------------------
-
-
-def holm(pvalues: Sequence[float]) -> np.ndarray:
-    """Holm-Bonferroni adjusted p-values (family-wise error)."""
-    p = np.asarray(pvalues, dtype=np.float64)
-    m = p.size
-    if m == 0:
-        return p
-    order = np.argsort(p, kind="stable")
-    adj = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * p[order]))
-    out = np.empty(m)
-    out[order] = adj
-    return out
-
-
-def benjamini_hochberg(pvalues: Sequence[float]) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (false discovery rate)."""
-    p = np.asarray(pvalues, dtype=np.float64)
-    m = p.size
-    if m == 0:
-        return p
-    order = np.argsort(p, kind="stable")
-    scaled = p[order] * m / np.arange(1, m + 1)
-    adj = np.minimum(1.0, np.minimum.accumulate(scaled[::-1])[::-1])
-    out = np.empty(m)
-    out[order] = adj
-    return out
-
-
-def adjust(pvalues: Sequence[float], method: str) -> np.ndarray:
-    if method == "holm":
-        return holm(pvalues)
-    if method == "bh":
-        return benjamini_hochberg(pvalues)
-    if method == "none":
-        return np.asarray(pvalues, dtype=np.float64)
-    raise ValueError(f"unknown correction {method!r} (holm, bh, none)")
-
-
-# ---------------------------------------------------------------------------------------------
-# Bayesian readout
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BayesResult:
-    mean: float
-    sd: float
-    chance_to_beat_control: float
-    expected_loss_treatment: float
-    """E[max(0, -lift)]: what shipping the treatment costs when it is worse."""
-    expected_loss_control: float
-    """E[max(0, lift)]: what keeping the control costs when the treatment is better."""
-    credible_interval: tuple[float, float]
-
-
-def gaussian_posterior(estimate: ArrayLike, variance: ArrayLike, prior_mean: float, prior_var: float, proper: bool = True):
-    """Normal prior x normal likelihood -> posterior (mean, variance). ``proper=False``: flat prior."""
-    if not proper:
-        return estimate, variance
-    precision = 1.0 / variance + 1.0 / prior_var
-    return (estimate / variance + prior_mean / prior_var) / precision, 1.0 / precision
-
-
-def expected_losses(mu: ArrayLike, sd: ArrayLike) -> tuple[ArrayLike, ArrayLike]:
-    """(E[max(0, -X)], E[max(0, X)]) for X ~ N(mu, sd^2)."""
-    z = mu / sd
-    pdf, cdf_neg = sps.norm.pdf(z), sps.norm.cdf(-z)
-    loss_t = sd * pdf - mu * cdf_neg
-    loss_c = sd * pdf + mu * (1.0 - cdf_neg)
-    return loss_t, loss_c
-
-
-def bayes_readout(
-    estimate: float, variance: float, prior_mean: float = 0.0, prior_sd: float = 0.3, proper: bool = True, alpha: float = 0.05
-) -> BayesResult:
-    """Posterior of the lift (Gaussian prior on the same scale), chance to beat control, expected losses."""
-    mu, var = gaussian_posterior(estimate, variance, prior_mean, prior_sd**2, proper)
-    sd = float(np.sqrt(var))
-    loss_t, loss_c = expected_losses(mu, sd)
-    lo, hi = sps.norm.ppf([alpha / 2, 1 - alpha / 2], mu, sd)
-    return BayesResult(float(mu), sd, float(sps.norm.sf(0.0, mu, sd)), float(loss_t), float(loss_c), (float(lo), float(hi)))
 
 
 # ---------------------------------------------------------------------------------------------

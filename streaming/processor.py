@@ -18,6 +18,9 @@ Per micro-batch (up to ``batch_max_events`` records or ``batch_max_wait_ms``):
    parquet parts; then the partials and the new watermarks are committed;
 3. the Kafka offsets are committed **after** all writes succeeded.
 
+(Steps 2 and 3 are streaming/write_phase.py; this module is the consumer loop,
+the rebalance handling, the metrics and the entry point.)
+
 So delivery is at-least-once and the aggregates are idempotent: a crash
 anywhere replays records whose effect was either not committed (recomputed
 from the same state, same values pushed again) or committed (skipped by the
@@ -38,25 +41,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from recast.settings import Settings
-from streaming.events import InteractionV1, InvalidEvent, decode
-from streaming.features import ItemPartial, UserPartial, merge_item, merge_user
+from streaming.events import InvalidEvent, decode
+from streaming.write_phase import FAULT_ENV, MicroBatchWriter, _Failpoint, _Record, _tp  # noqa: F401  (re-exported)
 
 log = logging.getLogger("recast.stream")
-
-FAULT_ENV = "RECAST_STREAM_FAULT"
-"""Failpoint for the reliability tests: ``point:n`` SIGKILLs this process the n-th time it reaches
-``point`` (``before_push``, ``after_push``, ``after_state_commit``)."""
 
 _BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000)
 _SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -90,29 +87,6 @@ class ProcessorMetrics:
             self.events.labels(outcome)
 
 
-@dataclass
-class _Record:
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    event: InteractionV1 | None
-    error: InvalidEvent | None
-
-
-class _Failpoint:
-    def __init__(self) -> None:
-        spec = os.environ.get(FAULT_ENV, "")
-        self.point, _, n = spec.partition(":")
-        self.remaining = int(n or 1) if self.point else 0
-
-    def hit(self, point: str) -> None:
-        if self.point == point:
-            self.remaining -= 1
-            if self.remaining <= 0:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-
 def load_item_vocab(settings: Settings) -> dict[str, int]:
     path = settings.path(settings.data.features_dir) / "vocab.json"
     if not path.exists():
@@ -125,7 +99,7 @@ def state_path(settings: Settings, group: str) -> Path:
     return settings.path(settings.stream.state_dir) / f"{group}.sqlite"
 
 
-class StreamProcessor:
+class StreamProcessor(MicroBatchWriter):
     """One instance of the processor; ``run()`` until stopped, caught up, idle or ``max_events``."""
 
     def __init__(
@@ -325,129 +299,6 @@ class StreamProcessor:
             hw = self.consumer.highwater(_tp(self.topic, p))
             if hw is not None:
                 self.metrics.lag.labels(str(p)).set(max(0, hw - self.applied.get(p, hw)))
-
-    # ------------------------------------------------------------------ write phase
-    def flush(self) -> int:
-        """Write the pending micro-batch (see the module docstring); returns the records it applied."""
-        batch, self.pending = self.pending, []
-        if not batch:
-            return 0
-        try:
-            return self._write(batch)
-        except BaseException:
-            self.pending = batch + self.pending  # not applied: retried by the next flush (or replayed)
-            raise
-
-    def _write(self, batch: list[_Record]) -> int:
-        started = time.perf_counter()
-        with self.state.write_phase() as st:
-            if self._cleanup_parts:
-                removed = self.sink.remove_orphans(self.group, st.offline_parts())
-                if removed:
-                    log.warning("removed %d offline parts of batches that never committed", len(removed))
-                self._cleanup_parts = False
-            marks = st.watermarks(self.topic)
-            fresh = [r for r in batch if r.offset >= marks.get(r.partition, 0)]
-            skipped = len(batch) - len(fresh)
-            invalid = [r for r in fresh if r.error is not None]
-            valid = [r for r in fresh if r.event is not None]
-            self._dead_letter(invalid)
-
-            users = {r.event.user for r in valid}  # type: ignore[union-attr]
-            items = {r.event.item for r in valid}  # type: ignore[union-attr]
-            up = st.user_partials(users)
-            ip = st.item_partials(items)
-            touched_u: set[tuple[str, int]] = set()
-            touched_i: set[tuple[str, int]] = set()
-            for r in valid:
-                e = r.event
-                assert e is not None
-                up.setdefault(e.user, {}).setdefault(r.partition, UserPartial()).apply(e.ts_ms, e.type, e.item, self.last_n)
-                ip.setdefault(e.item, {}).setdefault(r.partition, ItemPartial()).apply(e.ts_ms, e.type)
-                touched_u.add((e.user, r.partition))
-                touched_i.add((e.item, r.partition))
-            user_rows = [{"user": u, **merge_user(list(up[u].values()), self.last_n, self.item_vocab)}
-                         for u in sorted(users)]
-            item_rows = [{"item": i, **merge_item(list(ip[i].values()))} for i in sorted(items)]
-
-            self.fault.hit("before_push")
-            parts = []
-            for view, rows, push in (("user", user_rows, self.sink.push_users), ("item", item_rows, self.sink.push_items)):
-                frame, seconds = push(rows)
-                if frame is None:
-                    continue
-                self.metrics.push_seconds.labels(view).observe(seconds)
-                self.metrics.batch_rows.labels(view).observe(len(rows))
-                if self.write_offline:
-                    parts.append(self.sink.write_offline(frame, view, self.group))
-            self.fault.hit("after_push")
-
-            next_offsets: dict[int, int] = {}
-            for r in batch:
-                next_offsets[r.partition] = max(next_offsets.get(r.partition, 0), r.offset + 1,
-                                                marks.get(r.partition, 0))
-            st.put_users((u, p, up[u][p]) for u, p in touched_u)
-            st.put_items((i, p, ip[i][p]) for i, p in touched_i)
-            st.set_watermarks(self.topic, next_offsets)
-            first = min(r.offset for r in batch)
-            st.add_offline_parts((name, self.topic, -1, first, first + len(batch)) for name in parts)
-        self.fault.hit("after_state_commit")
-        self._commit(next_offsets)
-        self.applied.update(next_offsets)
-
-        self.metrics.events.labels("processed").inc(len(valid))
-        self.metrics.events.labels("dead_lettered").inc(len(invalid))
-        if skipped:
-            self.metrics.events.labels("duplicate_skipped").inc(skipped)
-        self.metrics.batch_events.observe(len(batch))
-        self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        self.totals["records"] += len(batch)
-        self.totals["processed"] += len(valid)
-        self.totals["dead_lettered"] += len(invalid)
-        self.totals["duplicate_skipped"] += skipped
-        self.totals["batches"] += 1
-        self._update_lag()
-        log.debug("batch: %d records, %d users, %d items, %.1f ms", len(batch), len(user_rows), len(item_rows),
-                  (time.perf_counter() - started) * 1e3)
-        return len(valid)
-
-    def _dead_letter(self, invalid: list[_Record]) -> None:
-        if not invalid:
-            return
-        futures = []
-        for r in invalid:
-            assert r.error is not None
-            headers = [
-                ("reason", r.error.reason.encode()),
-                ("detail", r.error.detail.encode()[:1000]),
-                ("source_topic", self.topic.encode()),
-                ("source_partition", str(r.partition).encode()),
-                ("source_offset", str(r.offset).encode()),
-            ]
-            futures.append(self.dlq.send(self.settings.kafka.dead_letter_topic, key=r.key,
-                                         value=r.value if r.value is not None else b"", headers=headers))
-        self.dlq.flush()
-        for f, r in zip(futures, invalid):
-            f.get(timeout=30)  # raises: the batch is not committed and will be retried
-            self.metrics.dead_letter.labels(r.error.reason).inc()  # type: ignore[union-attr]
-
-    def _commit(self, next_offsets: dict[int, int]) -> None:
-        from kafka.errors import CommitFailedError, KafkaError
-        from kafka.structs import OffsetAndMetadata
-
-        offsets = {_tp(self.topic, p): OffsetAndMetadata(o, "", -1) for p, o in next_offsets.items()}
-        try:
-            self.consumer.commit(offsets)
-        except (CommitFailedError, KafkaError) as exc:
-            # the state already holds the watermarks: the redelivered records will be skipped
-            self.metrics.commit_failures.inc()
-            log.warning("offset commit failed (%s); records will be redelivered and skipped", exc)
-
-
-def _tp(topic: str, partition: int):
-    from kafka import TopicPartition
-
-    return TopicPartition(topic, partition)
 
 
 def run_processor(settings: Settings, group: str | None = None, metrics_port: int | None = None,

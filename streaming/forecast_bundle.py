@@ -1,0 +1,79 @@
+"""The forecast bundle loaded for inference: ``forecast.json`` + ``pir.onnx`` (+ ``base.onnx``) + the store.
+
+The model side of the revision service (onnxruntime + numpy, no torch), apart from
+the Kafka loop so the replay producer and the benchmarks can load it on its own.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streaming.forecast_core import RetrievalStore, time_features
+
+ONLINE_STORE = "store.online.npz"
+
+
+class ForecastBundle:
+    """``forecast.json`` + ``pir.onnx`` (+ ``base.onnx``) + the store, loaded for inference."""
+
+    def __init__(self, path: Path, threads: int = 1, store_capacity: int | None = None,
+                 load_online_store: bool = True) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        meta_file = self.path / "forecast.json"
+        if not meta_file.exists():
+            raise FileNotFoundError(f"{meta_file} missing: run `recast forecast train` (or export) first")
+        self.meta: dict[str, Any] = json.loads(meta_file.read_text())
+        m = self.meta
+        self.columns: list[str] = m["columns"]
+        self.seq_len, self.pred_len, self.n_channels = m["seq_len"], m["pred_len"], m["n_channels"]
+        self.top_k, self.step_ms = m["top_k"], m["step_ms"]
+        self.mean = np.asarray(m["scaler"]["mean"], dtype=np.float32)
+        self.std = np.asarray(m["scaler"]["std"], dtype=np.float32)
+        self.delta_p90 = np.asarray(m.get("delta_p90", [np.inf] * self.n_channels), dtype=np.float32)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.pir = ort.InferenceSession(str(self.path / "pir.onnx"), opts, providers=["CPUExecutionProvider"])
+        base = self.path / "base.onnx"
+        self.base = ort.InferenceSession(str(base), opts, providers=["CPUExecutionProvider"]) if base.exists() else None
+        online = self.path / ONLINE_STORE
+        src = online if (load_online_store and online.exists()) else self.path / "store.npz"
+        self.store = RetrievalStore.load(src, store_capacity)
+        self.store_source = src.name
+
+    def scale(self, v: np.ndarray) -> np.ndarray:
+        return ((v - self.mean) / self.std).astype(np.float32)
+
+    def unscale(self, v: np.ndarray) -> np.ndarray:
+        return (v * self.std + self.mean).astype(np.float32)
+
+    def marks(self, origin_ms: np.ndarray, step_ms: np.ndarray) -> np.ndarray:
+        """Calendar features of the L input steps and H horizon steps of each forecast: [B, L+H, F]."""
+        offsets = np.arange(-(self.seq_len - 1), self.pred_len + 1, dtype=np.int64)
+        ts = origin_ms[:, None] + offsets[None, :] * step_ms[:, None]
+        return time_features(ts)
+
+    def base_forecast(self, windows: np.ndarray) -> np.ndarray:
+        """The exported backbone on raw-unit windows [B, L, C] -> [B, H, C] raw units (replay producer)."""
+        if self.base is None:
+            raise RuntimeError(f"{self.path} has no base.onnx")
+        out = self.base.run(["forecast"], {"x": self.scale(windows)})[0]
+        return self.unscale(out)
+
+    def revise(self, inputs: np.ndarray, bases: np.ndarray, origin_ms: np.ndarray,
+               step_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw-unit inputs [B, L, C] and base forecasts [B, H, C] -> (revised raw [B, H, C], δ scaled [B, C])."""
+        x, b = self.scale(inputs), self.scale(bases)
+        r = self.store.query(x, self.top_k, not_after=origin_ms)
+        feeds = {"x": x, "base": b, "marks": self.marks(origin_ms, step_ms), "sims": r.sims,
+                 "targets": r.targets, "mask": r.mask}
+        revised, delta = self.pir.run(["revised", "delta"], feeds)
+        return self.unscale(revised), delta
