@@ -4,9 +4,12 @@
     recast features build             # MovieLens-100K -> polars features -> parquet + Feast
     recast train --model dlf          # TorchRec training (add --nproc 2 for two gloo ranks)
     recast export --model dlf         # ONNX + parity check + Triton repositories (new version)
-    recast stack up|down|status       # local tritonserver + scoring gateway
+    recast stack up|down|status       # local Kafka broker + tritonserver + scoring gateway
     recast serve                      # the gateway in the foreground
     recast score USER ITEM [ITEM...]  # ask the running gateway
+    recast stream ...                 # Kafka feature stream: replay, process, labels, status
+    recast abtest ...                 # experiments: validate, assign, simulate, report
+    recast forecast ...               # PIR forecast revision: train, serve, plot
 
 Settings: defaults, then recast.yaml (or $RECAST_CONFIG), then RECAST_* environment
 variables, e.g. RECAST_GATEWAY__PORT=9000 (see recast/settings.py).
