@@ -163,6 +163,11 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None, e
             metrics.backend_errors.labels(exc.details.get("reason", exc.code)).inc()
         return JSONResponse(status_code=exc.status, content=exc.body())
 
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        # still JSON with an error code, so clients never parse an HTML/plain-text 500
+        return JSONResponse(status_code=500, content={"error": "internal_error", "message": f"{type(exc).__name__}: {exc}"})
+
     @app.post("/v1/score", response_model=ScoreResponse)
     async def score(req: ScoreRequest) -> ScoreResponse:
         started = time.perf_counter()

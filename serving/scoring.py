@@ -163,7 +163,13 @@ class Scorer:
         if unknown:
             raise UnknownItems(f"{len(unknown)} item id(s) are not in the feature store", unknown_items=unknown)
         t1 = time.perf_counter()
-        inputs = build_inputs(spec, user, items, len(item_ids))
+        try:
+            inputs = build_inputs(spec, user, items, len(item_ids))
+        except (KeyError, ValueError) as exc:  # the online store and the model disagree on vocabularies
+            raise ScoringError(
+                f"the online features do not fit model {model!r} ({exc}); re-export the model after "
+                "`recast features build` so both use the same vocabularies"
+            ) from exc
         t2 = time.perf_counter()
         probs, version = await self.backend.infer(model, inputs)
         t3 = time.perf_counter()

@@ -98,3 +98,15 @@ def test_errors(app):
 def test_build_inputs_rejects_spec_the_store_cannot_fill():
     with pytest.raises(Exception, match="no item feature"):
         build_inputs(SPEC, None, {"item_id": [1]}, 1)
+
+
+def test_features_that_do_not_fit_the_model_are_a_json_500():
+    class Mismatch(FakeFeatures):
+        def item_features(self, items):
+            return {"item_id": [99 for _ in items], "genres": [[] for _ in items]}, []  # 99 >= vocab 20
+
+    scorer = Scorer(Mismatch(), FakeTriton(), {"dlf": SPEC}, "dlf", max_candidates=3)
+    with TestClient(create_app(Settings(), scorer=scorer), raise_server_exceptions=False) as client:
+        r = client.post("/v1/score", json={"user_id": "u1", "item_ids": ["i1"]})
+    assert r.status_code == 500
+    assert r.json()["error"] == "internal_error" and "re-export the model" in r.json()["message"]
