@@ -13,7 +13,7 @@ Also: R² (1 - SSres/SStot) and squared Pearson r between the estimated error
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/forecast_pir.py            # ~20 min on 2 shared cores
     .venv/bin/python benchmarks/forecast_pir.py --horizons 96 192 --patchtst-epochs 5
 
-Target (issue 6): PIR lowers PatchTST's test MSE by >= 5 % on average over the
+Target: PIR lowers PatchTST's test MSE by >= 5 % on average over the
 four horizons, with no horizon worse than its backbone. The data file
 (``../shared/data/ETTh1.csv``) is read in place, never copied.
 """

@@ -13,7 +13,7 @@ pairs) and Victoria demand (1 channel, L=96, H=24, 2,401 pairs). For each:
   consumes, matures, revises, publishes and commits -> end-to-end forecasts/s
   of the service loop (consumer poll to producer ack, JSON both ways).
 
-Targets (issue 6): p99 < 10 ms per forecast, >= 1,000 forecasts/s.
+Targets: p99 < 10 ms per forecast, >= 1,000 forecasts/s.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/forecast_service.py     # ~3 min
 """

@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     head = results[str(sizes[0])]
     text += (f"\n\nORT / PyTorch throughput at batch {sizes[0]} = {head['speedup_p50']:.2f}x from the p50s, "
-             f"{head['speedup_paired_median']:.2f}x median of paired blocks (issue target >= 2x at 256)")
+             f"{head['speedup_paired_median']:.2f}x median of paired blocks (target >= 2x at 256)")
     text += "\n" + common.load_note()
     print(text)
     payload = {

@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> dict:
     if "torchrec_dmp" in results and base is not None:
         r = results["torchrec_dmp"]
         text += (f"\n\nTorchRec DMP / plain nn.Embedding = {r['paired_ratio_vs_plain_median']:.2f}x "
-                 f"(median of paired repeats; {r['ratio_vs_plain']:.2f}x from the medians) (issue target >= 1.0x)")
+                 f"(median of paired repeats; {r['ratio_vs_plain']:.2f}x from the medians) (target >= 1.0x)")
     text += "\n" + common.load_note()
     print(text)
     payload = {

@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
         ["model", "req/s (median)", "p50 ms", "p99 ms", "rows/execution", "client CPU cores", "Triton CPU cores", "requests", "errors"], rows_out
     )
     text += (f"\n\nbatching on / off throughput = {speedup:.2f}x from the medians, {paired_median:.2f}x median of "
-             f"same-round pairs {[round(x, 2) for x in paired]} (issue target >= 2x)")
+             f"same-round pairs {[round(x, 2) for x in paired]} (target >= 2x)")
     text += "\n" + common.load_note()
     print(text)
     payload = {
