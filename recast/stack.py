@@ -7,33 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 from typing import Any
 
+from recast.processes import log_tail, pid_alive, terminate_group
 from recast.settings import Settings
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs. An exited child of this process is a zombie, which
-    ``os.kill(pid, 0)`` still reports as alive: reap it here instead."""
-    try:
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    except ChildProcessError:  # not our child (started by an earlier CLI call)
-        pass
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 class GatewayProcess:
@@ -52,7 +33,7 @@ class GatewayProcess:
             pid = int(json.loads(self.pid_file.read_text())["pid"])
         except (OSError, ValueError, KeyError):
             return None
-        return pid if _alive(pid) else None
+        return pid if pid_alive(pid) else None
 
     def healthy(self) -> bool:
         try:
@@ -93,21 +74,12 @@ class GatewayProcess:
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
             return False
-        os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not _alive(pid):
-                break
-            time.sleep(0.1)
-        else:
-            os.killpg(pid, signal.SIGKILL)
+        terminate_group(pid, timeout)
         self.pid_file.unlink(missing_ok=True)
         return True
 
     def log_tail(self, lines: int = 30) -> str:
-        if not self.log_file.exists():
-            return "(no log)"
-        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        return log_tail(self.log_file, lines)
 
     def status(self) -> dict[str, Any]:
         return {"pid": self._pid(), "url": self.url, "healthy": self.healthy(), "log": str(self.log_file)}

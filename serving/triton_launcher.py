@@ -33,7 +33,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -42,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from recast.processes import pid_alive, port_open
 from recast.settings import Settings, get_settings
 
 
@@ -114,25 +114,6 @@ def find_triton_install(venv: Path) -> TritonInstall:
                 "reinstall nvidia-pytriton==0.7.0 there."
             )
     return install
-
-
-def _port_open(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.3)
-        return s.connect_ex((host, port)) == 0
-
-
-def _pid_alive(pid: int) -> bool:
-    """True for a running process (zombies count as dead)."""
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -229,7 +210,7 @@ class LocalTriton:
         except (OSError, ValueError):
             return None
         pid = int(info.get("pid", 0))
-        if pid > 0 and _pid_alive(pid) and _is_tritonserver(pid):
+        if pid > 0 and pid_alive(pid) and _is_tritonserver(pid):
             return info
         self.pid_file.unlink(missing_ok=True)  # stale: that server is gone
         return None
@@ -329,7 +310,7 @@ class LocalTriton:
                 self._wait_ready(pid)
             return pid
 
-        busy = [f"{k} {self.host}:{p}" for k, p in self.ports.items() if _port_open(self.host, p)]
+        busy = [f"{k} {self.host}:{p}" for k, p in self.ports.items() if port_open(self.host, p, timeout=0.3)]
         if busy:
             raise TritonLaunchError(
                 f"cannot start tritonserver: port(s) {', '.join(busy)} already in use by another "
@@ -381,7 +362,7 @@ class LocalTriton:
             if self.is_ready():
                 return
             self._raise_if_died("during startup")
-            if self._proc is None and not _pid_alive(pid):
+            if self._proc is None and not pid_alive(pid):
                 self.pid_file.unlink(missing_ok=True)
                 raise TritonLaunchError(
                     f"tritonserver (pid {pid}) exited during startup.\n{self._explain()}"
@@ -424,4 +405,4 @@ class LocalTriton:
     def _alive(self, pid: int) -> bool:
         if self._proc is not None and self._proc.pid == pid:
             return self._proc.poll() is None  # reaps our own child
-        return _pid_alive(pid)
+        return pid_alive(pid)

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+from recast.processes import log_tail, pid_alive, port_open, terminate_group
 from recast.settings import Settings
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -46,23 +45,6 @@ def split_bootstrap(bootstrap: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _reaped(pid: int) -> bool:
-    """True when ``pid`` is an exited child of this process (a zombie still answers kill(pid, 0))."""
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return False
-    return done == pid
-
-
 class LocalBroker:
     """A Tansu broker process with a pid file and a log (like the gateway and Triton)."""
 
@@ -83,10 +65,9 @@ class LocalBroker:
         try:
             info = json.loads(self.pid_file.read_text())
             pid = int(info["pid"])
-            os.kill(pid, 0)
         except (OSError, ValueError, KeyError):
             return None
-        if info.get("port") != self.port:
+        if not pid_alive(pid) or info.get("port") != self.port:
             return None
         return pid
 
@@ -134,26 +115,7 @@ class LocalBroker:
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
             return False
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except OSError:
-            pass
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                break
-            if _reaped(pid):
-                break
-            try:
-                os.kill(pid, 0)
-            except OSError:
-                break
-            time.sleep(0.05)
-        else:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        terminate_group(pid, timeout)
         if self.proc is not None:
             try:
                 self.proc.wait(timeout=2)
@@ -163,9 +125,7 @@ class LocalBroker:
         return True
 
     def log_tail(self, lines: int = 20) -> str:
-        if not self.log_file.exists():
-            return "(no log)"
-        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        return log_tail(self.log_file, lines)
 
     def status(self) -> dict[str, Any]:
         return {"pid": self._pid(), "bootstrap": self.bootstrap, "healthy": self.healthy(),
