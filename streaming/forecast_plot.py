@@ -18,31 +18,7 @@ import numpy as np
 
 from recast.settings import Settings
 from streaming.forecast_events import ActualV1, RevisedForecastV1, decode
-
-
-def read_topic(settings: Settings, topic: str, timeout_s: float = 30.0) -> list[bytes]:
-    from kafka import KafkaConsumer, TopicPartition
-
-    from streaming.topics import consumer_config
-
-    consumer = KafkaConsumer(**consumer_config(settings.kafka, None))
-    try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        out: list[bytes] = []
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=200).values():
-                out.extend(r.value for r in records)
-            if all((hw := consumer.highwater(tp)) is not None and consumer.position(tp) >= hw for tp in tps):
-                return out
-        raise TimeoutError(f"could not read {topic} to its end in {timeout_s}s")
-    finally:
-        consumer.close(autocommit=False)
+from streaming.topics import read_topic_values as read_topic
 
 
 def collect(settings: Settings) -> tuple[list[RevisedForecastV1], list[ActualV1]]:

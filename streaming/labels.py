@@ -14,7 +14,6 @@ end and writes ``labels_dir/labelled_examples.parquet``.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Iterable
 
@@ -90,43 +89,17 @@ def label_examples(exposures: pl.DataFrame | pl.LazyFrame, outcomes: pl.DataFram
 
 
 def read_topic(settings: Settings, topic: str, kind: str, timeout_s: float = 30.0) -> tuple[list, dict[str, int]]:
-    """Every valid event of ``kind`` on ``topic``, from the beginning to the current end (no group).
+    """Every valid event of ``kind`` on ``topic``, beginning to end; ``(events, {"invalid": n, "records": n})``."""
+    from streaming.topics import read_topic_values
 
-    The end is the high watermark reported by fetches (the local broker's
-    ListOffsets answers the base offset of the last batch, not the end).
-    Returns ``(events, {"invalid": n, ...})``.
-    """
-    from kafka import KafkaConsumer, TopicPartition
-
-    from streaming.topics import consumer_config
-
-    consumer = KafkaConsumer(**consumer_config(settings.kafka, None))
-    try:
-        parts = consumer.partitions_for_topic(topic)
-        deadline = time.monotonic() + timeout_s
-        while parts is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-            parts = consumer.partitions_for_topic(topic)
-        if parts is None:
-            raise RuntimeError(f"topic {topic!r} does not exist on {settings.kafka.bootstrap_servers}")
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        events, stats = [], {"invalid": 0, "records": 0}
-        while time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=200, max_records=10000).values():
-                for r in records:
-                    stats["records"] += 1
-                    try:
-                        events.append(decode(r.value, expect=kind))
-                    except InvalidEvent:
-                        stats["invalid"] += 1
-            done = all((hw := consumer.highwater(tp)) is not None and consumer.position(tp) >= hw for tp in tps)
-            if done:
-                return events, stats
-        raise RuntimeError(f"could not read {topic!r} to its end within {timeout_s:.0f}s")
-    finally:
-        consumer.close(autocommit=False)
+    events, stats = [], {"invalid": 0, "records": 0}
+    for value in read_topic_values(settings, topic, timeout_s):
+        stats["records"] += 1
+        try:
+            events.append(decode(value, expect=kind))
+        except InvalidEvent:
+            stats["invalid"] += 1
+    return events, stats
 
 
 def build_labels(settings: Settings, window_s: float | None = None, out: Path | None = None) -> dict:

@@ -115,3 +115,34 @@ def describe_topics(settings: Settings, client=None) -> dict[str, int]:
     finally:
         if own:
             client.close()
+
+
+def read_topic_values(settings: Settings, topic: str, timeout_s: float = 30.0) -> list[bytes]:
+    """Every message value on ``topic``, from the beginning to the current end (no group).
+
+    The end is the high watermark reported by fetches (the local broker's
+    ListOffsets answers the base offset of the last batch, not the end).
+    """
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(**consumer_config(settings.kafka, None))
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        deadline = time.monotonic() + timeout_s
+        while parts is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            parts = consumer.partitions_for_topic(topic)
+        if parts is None:
+            raise RuntimeError(f"topic {topic!r} does not exist on {settings.kafka.bootstrap_servers}")
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        values: list[bytes] = []
+        while time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=200, max_records=10000).values():
+                values.extend(r.value for r in records)
+            if all((hw := consumer.highwater(tp)) is not None and consumer.position(tp) >= hw for tp in tps):
+                return values
+        raise RuntimeError(f"could not read {topic!r} to its end within {timeout_s:.0f}s")
+    finally:
+        consumer.close(autocommit=False)
