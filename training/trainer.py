@@ -159,7 +159,9 @@ def train(
     head = build_head(cfg.model, len(spec.sparse), cfg.embedding_dim, len(spec.dense), make_config(cfg.model, cfg.hparams))
     model = CTRModel(spec, head, device=torch.device("meta"))
     dmp = wrap_model(model, cfg.embedding_optimizer, cfg.embedding_lr)
-    dense_opt = torch.optim.Adam(dense_parameters(dmp), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    dense_params = dense_parameters(dmp)
+    dense_opt = torch.optim.Adam(dense_params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    auxiliary_loss = getattr(_head(dmp), "auxiliary_loss", None)  # mixture-of-experts heads
 
     run_dir.mkdir(parents=True, exist_ok=True)
     state: dict[str, Any] = {"epoch": 0, "best_auc": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": []}
@@ -192,12 +194,12 @@ def train(
                 break
             logits = dmp(padded_to_kjt(spec, batch.ids, batch.mask), batch.dense)
             loss = loss_fn(logits, batch.labels)
-            if hasattr(_head(dmp), "auxiliary_loss"):
-                loss = loss + _head(dmp).auxiliary_loss()
+            if auxiliary_loss is not None:
+                loss = loss + auxiliary_loss()
             dense_opt.zero_grad()
             loss.backward()
             if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(dense_parameters(dmp), cfg.grad_clip)
+                torch.nn.utils.clip_grad_norm_(dense_params, cfg.grad_clip)
             dense_opt.step()
             seen += len(batch) * world
             running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
