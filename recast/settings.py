@@ -134,6 +134,20 @@ class StreamSettings(BaseModel):
     100 candidates, wasted on models trained without them)."""
     attribution_window_s: int = 1800
     labels_dir: Path = Path("data/labels")
+    on_log_reset: Literal["fail", "recompute"] = "fail"
+    """A partition's log restarted behind the applied watermark (broker restart of the memory-only
+    local broker, topic recreated): ``fail`` stops the processor with an error; ``recompute``
+    forgets that partition's state and rebuilds it from the log's earliest offset."""
+    dead_letter_excerpt_bytes: int = Field(65536, ge=0)
+    """A longer invalid record goes to the dead-letter topic as its first N bytes (headers: size, sha256)."""
+    dead_letter_max_request_bytes: int = Field(1 << 20, ge=16384)
+    """``max_request_size`` of the dead-letter producer (the excerpt is kept below it)."""
+    dead_letter_timeout_s: float = Field(30.0, gt=0)
+    """How long a dead-letter write waits for the broker before the batch is retried."""
+    max_write_failures: int = Field(10, ge=1)
+    """Failed write phases in a row (Feast or the dead-letter topic down) before the processor exits."""
+    stall_timeout_s: float = Field(120.0, gt=0)
+    """``--until-caught-up``: give up (an error) after this long without a record or an assignment."""
 
 
 class AbtestSettings(BaseModel):

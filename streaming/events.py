@@ -26,7 +26,7 @@ import json
 import math
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 Id = Annotated[str, Field(min_length=1, max_length=128)]
 TsMs = Annotated[int, Field(gt=0, lt=2**53)]
@@ -35,6 +35,16 @@ Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 """ISO 4217 code, e.g. EUR."""
 
 INTERACTION_TYPES = ("view", "click", "purchase")
+
+
+def _integer_version(v: Any) -> Any:
+    """JSON ``true`` and ``1.0`` equal 1 in Python: a version must be an integer on the wire too."""
+    if type(v) is not int:
+        raise ValueError(f"the version must be an integer, not {type(v).__name__}")
+    return v
+
+
+V1 = Annotated[Literal[1], BeforeValidator(_integer_version)]
 
 
 class InvalidEvent(ValueError):
@@ -67,7 +77,7 @@ class InteractionV1(_Event):
     """A user did something with an item: view, click or purchase (with price)."""
 
     kind: Literal["interaction"] = "interaction"
-    v: Literal[1] = 1
+    v: V1 = 1
     type: Literal["view", "click", "purchase"]
     user: Id
     item: Id
@@ -95,7 +105,7 @@ class ExposureV1(_Event):
     """The gateway showed ``items`` to ``user`` in answer to ``request_id``."""
 
     kind: Literal["exposure"] = "exposure"
-    v: Literal[1] = 1
+    v: V1 = 1
     request_id: Id
     user: Id
     items: list[ShownItem] = Field(min_length=1)
@@ -117,7 +127,7 @@ class OutcomeV1(_Event):
     """A click or purchase attributed to the scoring request that showed the item."""
 
     kind: Literal["outcome"] = "outcome"
-    v: Literal[1] = 1
+    v: V1 = 1
     request_id: Id
     user: Id
     item: Id
@@ -142,6 +152,7 @@ REGISTRY: dict[tuple[str, int], type[_Event]] = {
 
 MAX_MESSAGE_BYTES = 1 << 20
 
+
 def encode(event: _Event) -> bytes:
     """JSON bytes of a (validated) event."""
     return event.model_dump_json(exclude_none=True).encode()
@@ -163,12 +174,40 @@ def decode_envelope(
 
     Shared by every event family (these events, the forecast events) so they
     give the same reason codes: ``empty``, ``too_large``, ``not_json``,
-    ``not_an_object``, ``missing_envelope``, ``unknown_kind``,
-    ``unsupported_version``, ``unexpected_kind`` (valid, but not what this
-    consumer reads: ``expect``), ``schema_violation`` (fields missing, wrong
-    types, rules broken).
+    ``too_deep`` (nesting beyond the parser's recursion limit), ``not_an_object``,
+    ``missing_envelope``, ``unknown_kind``, ``unsupported_version``,
+    ``unexpected_kind`` (valid, but not what this consumer reads: ``expect``),
+    ``schema_violation`` (fields missing, wrong types, rules broken), and
+    ``undecodable`` for any other failure. It raises nothing but ``error``
+    (an :class:`InvalidEvent`), whatever the bytes: a consumer that catches it
+    can never be stopped by a message.
     """
     error = error or InvalidEvent
+    try:
+        return _decode_envelope(raw, registry, expect, max_bytes, error)
+    except InvalidEvent:
+        raise
+    except RecursionError:
+        raise error("too_deep", "nested deeper than the decoder's recursion limit") from None
+    except Exception as exc:  # noqa: BLE001 - whatever a hostile message provokes is a reason, never a crash
+        raise error("undecodable", f"{type(exc).__name__}: {_text(exc, 200)}") from None
+
+
+def _text(value: Any, limit: int) -> str:
+    """A bounded description of a value of unknown shape (str() of a deep structure recurses)."""
+    if isinstance(value, str):
+        return value[:limit]
+    if isinstance(value, (int, float, bool)) or value is None:
+        return str(value)[:limit]
+    if isinstance(value, BaseException):
+        try:
+            return str(value)[:limit]
+        except Exception:  # noqa: BLE001
+            return type(value).__name__
+    return f"<{type(value).__name__}>"
+
+
+def _decode_envelope(raw, registry, expect, max_bytes, error) -> BaseModel:
     if not raw:
         raise error("empty", "the message has no value")
     if len(raw) > max_bytes:
@@ -181,33 +220,35 @@ def decode_envelope(
                 continue
             try:
                 event = model.model_validate_json(raw)
-            except ValidationError:
+            except Exception:  # noqa: BLE001 - ValidationError, or anything else: the slow path names it
                 continue
             if {"kind", "v"} <= event.model_fields_set:  # the envelope was on the wire, not defaulted
                 return event
     try:
         obj = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise error("not_json", str(exc)[:200]) from None
+    except RecursionError:
+        raise
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an int of more than 4300 digits
+        raise error("not_json", _text(exc, 200)) from None
     if not isinstance(obj, dict):
         raise error("not_an_object", f"JSON {type(obj).__name__}, expected an object")
     kind, version = obj.get("kind"), obj.get("v")
     if kind is None or version is None:
         raise error("missing_envelope", "fields 'kind' and 'v' are required")
-    if not any(k == kind for k, _ in registry):
-        raise error("unknown_kind", f"kind {str(kind)[:64]!r}")
-    model = registry.get((kind, version)) if isinstance(version, int) and not isinstance(version, bool) else None
+    if not isinstance(kind, str) or not any(k == kind for k, _ in registry):
+        raise error("unknown_kind", f"kind {_text(kind, 64)!r}")
+    model = registry.get((kind, version)) if type(version) is int else None
     if model is None:
         known = sorted(v for k, v in registry if k == kind)
-        raise error("unsupported_version", f"{kind} v{str(version)[:16]} (known: {known})")
+        raise error("unsupported_version", f"{kind} v{_text(version, 16)} (known: {known})")
     if expected is not None and kind not in expected:
         raise error("unexpected_kind", f"{kind} on a topic that carries {expect}")
     try:
         return model.model_validate(obj)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', ())) or '(event)'}: {e.get('msg', '')}"
-            for e in exc.errors()[:5]
+            f"{'.'.join(_text(p, 64) for p in e.get('loc', ())) or '(event)'}: {_text(e.get('msg', ''), 200)}"
+            for e in exc.errors(include_input=False)[:5]
         )
         raise error("schema_violation", problems[:500]) from None
 

@@ -25,16 +25,23 @@ So delivery is at-least-once and the aggregates are idempotent: a crash
 anywhere replays records whose effect was either not committed (recomputed
 from the same state, same values pushed again) or committed (skipped by the
 watermark). Parts written by a batch that never committed are deleted on
-the next assignment. DLQ entries may be duplicated by a crash (dedupe on
-``source_partition``/``source_offset``). Kafka transactions (exactly-once)
-are not used: the sinks (Feast, parquet) cannot join them, and the
-watermarks give the same effect for the features.
+the next assignment. Kafka transactions (exactly-once) are not used: the
+sinks (Feast, parquet) cannot join them, and the watermarks give the same
+effect for the features.
+
+Invalid records never stop it: the decoder classifies any failure as a
+dead-letter reason, and dead letters are bounded in size and written once per
+source offset (streaming/dead_letter.py). A partition log that restarted
+behind the applied watermark (a broker that lost its data) is detected, never
+silently skipped: ``stream.on_log_reset`` says whether to stop or to rebuild
+(streaming/log_reset.py).
 
 Metrics (Prometheus, ``/metrics`` on ``stream.metrics_port``):
 ``recast_stream_events_total{outcome}``, ``recast_stream_dead_letter_total{reason}``,
 ``recast_stream_batch_events``, ``recast_stream_batch_seconds``,
 ``recast_stream_push_seconds{view}``, ``recast_stream_consumer_lag{partition}``,
-``recast_stream_assigned_partitions``, ``recast_stream_commit_failures_total``.
+``recast_stream_assigned_partitions``, ``recast_stream_commit_failures_total``,
+``recast_stream_write_failures_total``, ``recast_stream_log_resets_total{partition}``.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from recast.settings import Settings
 from streaming.events import InvalidEvent, decode
+from streaming.log_reset import LogResetError, advice, current_topic_id, reset_reason
 from streaming.write_phase import FAULT_ENV, MicroBatchWriter, _Failpoint, _Record, _tp  # noqa: F401  (re-exported)
 
 log = logging.getLogger("recast.stream")
@@ -83,6 +91,9 @@ class ProcessorMetrics:
         self.commit_failures = Counter("recast_stream_commit_failures_total",
                                        "Kafka offset commits that failed (records are redelivered, then skipped)",
                                        registry=registry)
+        self.log_resets = Counter("recast_stream_log_resets_total",
+                                  "Partition logs found restarted behind the applied watermark",
+                                  ["partition"], registry=registry)
         for outcome in ("processed", "dead_lettered", "duplicate_skipped"):
             self.events.labels(outcome)
 
@@ -123,7 +134,7 @@ class StreamProcessor(MicroBatchWriter):
         self.batch_max_wait_s = (settings.stream.batch_max_wait_ms if batch_max_wait_ms is None
                                  else batch_max_wait_ms) / 1e3
         self.last_n = settings.stream.last_n_items
-        self.max_write_failures = 10
+        self.max_write_failures = settings.stream.max_write_failures
         self.write_offline = write_offline
         self.registry = registry or CollectorRegistry()
         self.metrics = ProcessorMetrics(self.registry)
@@ -139,6 +150,8 @@ class StreamProcessor(MicroBatchWriter):
         """Next offset to apply per assigned partition (for the lag)."""
         self.assignment: list[int] = []
         self._unseen: list = []
+        self.log_ids: dict[int, str] = {}
+        """Topic id of the log each partition's watermark counts in (streaming/log_reset.py)."""
         self._cleanup_parts = True
         self.stop_requested = False
         self.totals: dict[str, int] = defaultdict(int)
@@ -159,7 +172,9 @@ class StreamProcessor(MicroBatchWriter):
             def on_partitions_assigned(self, assigned):
                 processor._on_assigned(assigned)
 
-        self.dlq = KafkaProducer(**producer_config(k))
+        s = self.settings.stream
+        self.dlq = KafkaProducer(**producer_config(k, max_request_size=s.dead_letter_max_request_bytes,
+                                                   max_block_ms=int(s.dead_letter_timeout_s * 1000)))
         self.consumer = KafkaConsumer(**consumer_config(k, self.group, max_partition_fetch_bytes=4 << 20))
         self.consumer.subscribe([self.topic], listener=Listener())
         return self
@@ -202,6 +217,7 @@ class StreamProcessor(MicroBatchWriter):
 
     def _on_assigned(self, assigned) -> None:
         marks = self.state.watermarks(self.topic)  # a read: never waits for another instance's write
+        self.log_ids = self.state.log_ids(self.topic)
         for tp in assigned:
             if tp.partition in marks:
                 # the state store is the source of truth of what was applied: fetch from there
@@ -232,13 +248,18 @@ class StreamProcessor(MicroBatchWriter):
         polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=max(1, room))
         if self._unseen:
             self._check_unseen()
+        reset = self._check_log_resets()
         n = 0
         for tp, records in polled.items():
+            if tp.partition in reset:
+                continue  # fetched from the old position: read again from the beginning
             for r in records:
                 try:
                     event, error = decode(r.value, expect="interaction"), None
                 except InvalidEvent as exc:
                     event, error = None, exc
+                except Exception as exc:  # noqa: BLE001 - decode raises only InvalidEvent; never stop on a record
+                    event, error = None, InvalidEvent("undecodable", repr(exc)[:200])
                 self.pending.append(_Record(tp.partition, r.offset, r.key, r.value, event, error))  # type: ignore[arg-type]
                 n += 1
                 self.applied.setdefault(tp.partition, r.offset)
@@ -247,12 +268,47 @@ class StreamProcessor(MicroBatchWriter):
         self._update_lag()
         return n
 
+    def current_topic_id(self) -> str | None:
+        return current_topic_id(self.consumer, self.topic) if self.consumer is not None else None
+
+    def _check_log_resets(self) -> set[int]:
+        """Partitions whose log restarted behind the watermark: stop (``fail``) or forget them (``recompute``)."""
+        topic_id = self.current_topic_id()
+        found = {}
+        for p in self.assignment:
+            why = reset_reason(self.applied.get(p), self.consumer.highwater(_tp(self.topic, p)),
+                               self.log_ids.get(p), topic_id)
+            if why:
+                found[p] = why
+        if not found:
+            return set()
+        for p, why in sorted(found.items()):
+            self.metrics.log_resets.labels(str(p)).inc()
+            log.error("partition %d of %s: %s", p, self.topic, why)
+        if self.settings.stream.on_log_reset != "recompute":
+            raise LogResetError(f"{advice(found, self.topic)}. {'; '.join(found.values())}")
+        with self.state.write_phase() as st:
+            for p in found:
+                st.forget_partition(self.topic, p)
+        self.pending = [r for r in self.pending if r.partition not in found]
+        for p in found:
+            self.applied[p] = 0
+            self.log_ids.pop(p, None)
+        self.consumer.seek_to_beginning(*(_tp(self.topic, p) for p in found))
+        log.warning("on_log_reset=recompute: partitions %s of %s are rebuilt from their earliest offset",
+                    sorted(found), self.topic)
+        self.totals["log_resets"] += len(found)
+        return set(found)
+
     def run(self, max_events: int | None = None, idle_exit_s: float | None = None,
-            until_caught_up: bool = False) -> dict[str, int]:
-        """Process until stopped; ``until_caught_up`` stops once every assigned partition has lag 0."""
+            until_caught_up: bool = False, stall_timeout_s: float | None = None) -> dict[str, int]:
+        """Process until stopped; ``until_caught_up`` stops once every assigned partition has lag 0, and
+        raises after ``stall_timeout_s`` without a new record or assignment (a stuck broker)."""
         if self.consumer is None:
             self.start()
-        last_data = time.monotonic()
+        stall_s = self.settings.stream.stall_timeout_s if stall_timeout_s is None else stall_timeout_s
+        last_data = last_progress = time.monotonic()
+        progress_mark: tuple = ()
         failures = 0
         while not self.stop_requested:
             wait = self.batch_max_wait_s if not self.pending else max(
@@ -279,6 +335,15 @@ class StreamProcessor(MicroBatchWriter):
                 break
             if until_caught_up and not self.pending and self.caught_up():
                 break
+            if until_caught_up:
+                mark = (self.totals["records"], tuple(self.assignment), len(self.pending))
+                if mark != progress_mark:
+                    progress_mark, last_progress = mark, now
+                elif now - last_progress > stall_s:
+                    raise RuntimeError(
+                        f"not caught up after {stall_s:.0f}s without progress (assigned partitions "
+                        f"{self.assignment}, high watermark - applied: {self._lag_text()}): is the broker at "
+                        f"{self.settings.kafka.bootstrap_servers} answering?")
             if idle_exit_s is not None and not self.pending and now - last_data >= idle_exit_s:
                 break
         if self.pending:
@@ -293,6 +358,10 @@ class StreamProcessor(MicroBatchWriter):
             if hw is None or self.applied.get(p, 0) < hw:
                 return False
         return True
+
+    def _lag_text(self) -> str:
+        return ", ".join(f"{p}: {self.consumer.highwater(_tp(self.topic, p))} - {self.applied.get(p)}"
+                         for p in self.assignment) or "none"
 
     def _update_lag(self) -> None:
         for p in self.assignment:
@@ -324,6 +393,9 @@ def run_processor(settings: Settings, group: str | None = None, metrics_port: in
     signal.signal(signal.SIGINT, proc.request_stop)
     proc.start()
     try:
-        return proc.run(max_events=max_events, idle_exit_s=idle_exit_s, until_caught_up=until_caught_up)
-    finally:
-        proc.close()
+        totals = proc.run(max_events=max_events, idle_exit_s=idle_exit_s, until_caught_up=until_caught_up)
+    except BaseException:
+        proc.close(flush=False)  # the failed batch stays uncommitted: the next run reads it again
+        raise
+    proc.close()
+    return totals

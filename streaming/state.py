@@ -31,6 +31,10 @@ CREATE TABLE IF NOT EXISTS users (user TEXT NOT NULL, part INTEGER NOT NULL, sta
                                   PRIMARY KEY (user, part));
 CREATE TABLE IF NOT EXISTS items (item TEXT NOT NULL, part INTEGER NOT NULL, state TEXT NOT NULL,
                                   PRIMARY KEY (item, part));
+CREATE TABLE IF NOT EXISTS dead_letter_marks (topic TEXT NOT NULL, part INTEGER NOT NULL, next_offset INTEGER NOT NULL,
+                                              PRIMARY KEY (topic, part));
+CREATE TABLE IF NOT EXISTS logs (topic TEXT NOT NULL, part INTEGER NOT NULL, topic_id TEXT NOT NULL,
+                                 PRIMARY KEY (topic, part));
 CREATE TABLE IF NOT EXISTS offline_parts (name TEXT PRIMARY KEY, topic TEXT, part INTEGER, first_offset INTEGER,
                                           last_offset INTEGER);
 """
@@ -72,6 +76,35 @@ class StateStore:
             "ON CONFLICT (topic, part) DO UPDATE SET next_offset = excluded.next_offset",
             [(topic, p, o) for p, o in marks.items()],
         )
+
+    def dead_letter_marks(self, topic: str) -> dict[int, int]:
+        """Next source offset per partition whose dead letter is not acknowledged yet (streaming/dead_letter.py)."""
+        rows = self.db.execute("SELECT part, next_offset FROM dead_letter_marks WHERE topic = ?", (topic,))
+        return {int(p): int(o) for p, o in rows}
+
+    def set_dead_letter_marks(self, topic: str, marks: dict[int, int]) -> None:
+        self.db.executemany(
+            "INSERT INTO dead_letter_marks (topic, part, next_offset) VALUES (?, ?, ?) "
+            "ON CONFLICT (topic, part) DO UPDATE SET next_offset = MAX(next_offset, excluded.next_offset)",
+            [(topic, p, o) for p, o in marks.items()],
+        )
+
+    # -- log identity: the broker's topic id of the log the watermarks count in
+    def log_ids(self, topic: str) -> dict[int, str]:
+        rows = self.db.execute("SELECT part, topic_id FROM logs WHERE topic = ?", (topic,))
+        return {int(p): str(t) for p, t in rows}
+
+    def set_log_ids(self, topic: str, parts: Iterable[int], topic_id: str) -> None:
+        self.db.executemany("INSERT OR REPLACE INTO logs (topic, part, topic_id) VALUES (?, ?, ?)",
+                            [(topic, p, topic_id) for p in parts])
+
+    def forget_partition(self, topic: str, part: int) -> None:
+        """Drop everything applied from one partition (its log was reset): partials, watermark, marks."""
+        for table in ("watermarks", "dead_letter_marks", "logs"):
+            self.db.execute(f"DELETE FROM {table} WHERE topic = ? AND part = ?", (topic, part))
+        # partials carry no topic: a state store serves one events topic (one file per consumer group)
+        self.db.execute("DELETE FROM users WHERE part = ?", (part,))
+        self.db.execute("DELETE FROM items WHERE part = ?", (part,))
 
     # -- partials
     def user_partials(self, users: Iterable[str]) -> dict[str, dict[int, UserPartial]]:

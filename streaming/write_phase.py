@@ -15,6 +15,7 @@ import signal
 import time
 from dataclasses import dataclass
 
+from streaming.dead_letter import dead_letter_record, excerpt_limit, send_dead_letters
 from streaming.events import InteractionV1, InvalidEvent
 from streaming.features import ItemPartial, UserPartial, merge_item, merge_user
 
@@ -69,6 +70,8 @@ class MicroBatchWriter:
 
     def _write(self, batch: list[_Record]) -> int:
         started = time.perf_counter()
+        marks = self.state.watermarks(self.topic)  # this instance owns the batch's partitions: a stable read
+        self._dead_letter([r for r in batch if r.error is not None and r.offset >= marks.get(r.partition, 0)])
         with self.state.write_phase() as st:
             if self._cleanup_parts:
                 removed = self.sink.remove_orphans(self.group, st.offline_parts())
@@ -80,7 +83,6 @@ class MicroBatchWriter:
             skipped = len(batch) - len(fresh)
             invalid = [r for r in fresh if r.error is not None]
             valid = [r for r in fresh if r.event is not None]
-            self._dead_letter(invalid)
 
             users = {r.event.user for r in valid}  # type: ignore[union-attr]
             items = {r.event.item for r in valid}  # type: ignore[union-attr]
@@ -118,6 +120,10 @@ class MicroBatchWriter:
             st.put_users((u, p, up[u][p]) for u, p in touched_u)
             st.put_items((i, p, ip[i][p]) for i, p in touched_i)
             st.set_watermarks(self.topic, next_offsets)
+            topic_id = self.current_topic_id()
+            if topic_id:
+                st.set_log_ids(self.topic, next_offsets, topic_id)
+                self.log_ids.update((p, topic_id) for p in next_offsets)
             first = min(r.offset for r in batch)
             st.add_offline_parts((name, self.topic, -1, first, first + len(batch)) for name in parts)
         self.fault.hit("after_state_commit")
@@ -141,24 +147,31 @@ class MicroBatchWriter:
         return len(valid)
 
     def _dead_letter(self, invalid: list[_Record]) -> None:
-        if not invalid:
+        """Send the dead letters not sent before (streaming/dead_letter.py), record that they were.
+
+        Its own small transaction, ahead of the write phase: a write phase that fails
+        afterwards (Feast down) is retried without sending the dead letters again.
+        """
+        sent = self.state.dead_letter_marks(self.topic)
+        todo = [r for r in invalid if r.offset >= sent.get(r.partition, 0)]
+        if not todo:
             return
-        futures = []
-        for r in invalid:
-            assert r.error is not None
-            headers = [
-                ("reason", r.error.reason.encode()),
-                ("detail", r.error.detail.encode()[:1000]),
-                ("source_topic", self.topic.encode()),
-                ("source_partition", str(r.partition).encode()),
-                ("source_offset", str(r.offset).encode()),
-            ]
-            futures.append(self.dlq.send(self.settings.kafka.dead_letter_topic, key=r.key,
-                                         value=r.value if r.value is not None else b"", headers=headers))
-        self.dlq.flush()
-        for f, r in zip(futures, invalid):
-            f.get(timeout=30)  # raises: the batch is not committed and will be retried
-            self.metrics.dead_letter.labels(r.error.reason).inc()  # type: ignore[union-attr]
+        s = self.settings.stream
+        limit = excerpt_limit(s.dead_letter_excerpt_bytes, s.dead_letter_max_request_bytes)
+        letters = [(r.partition, r.offset, *dead_letter_record(r.value, r.key, r.error.reason, r.error.detail,  # type: ignore[union-attr]
+                                                               self.topic, r.partition, r.offset, limit))
+                   for r in todo]
+        topic = self.settings.kafka.dead_letter_topic
+        acked, error = send_dead_letters(self.dlq, topic, letters, timeout_s=s.dead_letter_timeout_s)
+        if acked:
+            with self.state.write_phase() as st:
+                st.set_dead_letter_marks(self.topic, acked)
+        for r in todo:
+            if r.offset < acked.get(r.partition, 0):
+                self.metrics.dead_letter.labels(r.error.reason).inc()  # type: ignore[union-attr]
+        if error is not None:
+            raise RuntimeError(f"the dead-letter topic {topic!r} did not take {len(todo)} records ({error!r}); "
+                               "the batch is retried and nothing of it is committed") from error
 
     def _commit(self, next_offsets: dict[int, int]) -> None:
         from kafka.errors import CommitFailedError, KafkaError

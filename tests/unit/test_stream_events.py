@@ -110,3 +110,45 @@ def test_fast_path_still_requires_the_envelope() -> None:
         with pytest.raises(InvalidEvent) as info:
             decode(raw, expect="interaction")
         assert info.value.reason == "missing_envelope"
+
+
+def interaction_bytes(**overrides) -> bytes:
+    body = {"kind": "interaction", "v": 1, "event_id": "e", "ts_ms": 1, "type": "click", "user": "u", "item": "i"}
+    return json.dumps({**body, **overrides}).encode()
+
+
+@pytest.mark.parametrize("expect", [None, "interaction"])  # the slow path and the fast path agree
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"[" * 5000 + b"]" * 5000, "too_deep"),
+        (b'{"kind": "interaction", "v": 1, "event_id": ' + b"[" * 3000 + b"]" * 3000 + b"}", "too_deep"),
+        (b'{"kind": ' + b'{"a": ' * 2000 + b"1" + b"}" * 2000 + b', "v": 1}', "too_deep"),
+        (interaction_bytes(v=True), "unsupported_version"),
+        (interaction_bytes(v=1.0), "unsupported_version"),
+        (interaction_bytes(v=[1]), "unsupported_version"),
+        (interaction_bytes(kind=["interaction"]), "unknown_kind"),
+        (interaction_bytes(kind={"x": 1}), "unknown_kind"),
+        (b'{"kind": "interaction", "v": 1, "ts_ms": ' + b"9" * 5000 + b"}", "not_json"),
+        (b"1" * 5000, "not_json"),
+        (interaction_bytes(user="x" * 10_000), "schema_violation"),
+        (b"x" * ((1 << 20) + 1), "too_large"),
+    ],
+)
+def test_hostile_messages_get_a_reason_never_an_exception(raw, reason, expect) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        decode(raw, expect=expect)
+    assert info.value.reason == reason
+    assert len(info.value.detail) <= 600
+
+
+def test_any_failure_inside_the_decoder_is_a_reason(monkeypatch) -> None:
+    import streaming.events as events
+
+    def broken(*_a, **_k):
+        raise MemoryError("no room")
+
+    monkeypatch.setattr(events.json, "loads", broken)
+    with pytest.raises(InvalidEvent) as info:
+        decode(b'{"kind": "interaction"}')
+    assert info.value.reason == "undecodable" and "MemoryError" in info.value.detail

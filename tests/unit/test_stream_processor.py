@@ -50,24 +50,39 @@ class FakeConsumer:
     def highwater(self, tp):
         return None
 
+    def poll(self, timeout_ms=0, max_records=None):
+        return {}
+
     def seek(self, tp, offset):
         self.seeks[tp.partition] = offset
 
 
 class FakeDLQ:
+    """Acknowledges every send, unless ``down`` (every ack fails) or the value exceeds ``max_bytes``
+    (refused on send, as kafka-python does beyond ``max_request_size``)."""
+
     def __init__(self) -> None:
         self.sent = []
+        self.down = False
+        self.max_bytes = 1 << 20
 
     def send(self, topic, key=None, value=None, headers=None):
-        self.sent.append((value, dict(headers)))
+        from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
+
+        if len(value) > self.max_bytes:
+            raise MessageSizeTooLargeError(f"{len(value)} bytes")
+        down = self.down
+        if not down:
+            self.sent.append((value, dict(headers)))
 
         class Done:
             def get(self, timeout=None):
-                return None
+                if down:
+                    raise KafkaTimeoutError("dead-letter topic unavailable")
 
         return Done()
 
-    def flush(self):
+    def flush(self, timeout=None):
         pass
 
 
@@ -129,6 +144,70 @@ def test_a_failed_push_commits_neither_state_nor_offsets(proc) -> None:
     proc.pending = list(batch)  # a later redelivery changes nothing
     proc.flush()
     assert proc.sink.users["u1"]["clicks_24h"] == 2 and proc.totals["duplicate_skipped"] == 2
+
+
+def test_an_oversized_record_goes_to_the_dlq_as_a_bounded_excerpt(proc) -> None:
+    import hashlib
+
+    huge = b'{"kind": "interaction", "v": 1, "pad": "' + b"x" * (3 << 20) + b'"}'
+    proc.settings.stream.dead_letter_excerpt_bytes = 1000
+    proc.pending = [record(0, 0, "u1", 1000), record(0, 1, "u1", 1000, raw=huge), record(0, 2, "u1", 2000)]
+    assert proc.flush() == 2
+    [(value, headers)] = proc.dlq.sent
+    assert value == huge[:1000]
+    assert headers["reason"] == b"too_large" and headers["truncated"] == b"true"
+    assert headers["size"] == str(len(huge)).encode()
+    assert headers["sha256"] == hashlib.sha256(huge).hexdigest().encode()
+    assert (headers["source_partition"], headers["source_offset"]) == (b"0", b"1")
+    assert proc.state.watermarks(proc.topic) == {0: 3}
+
+
+def test_a_dlq_that_refuses_the_size_gets_the_headers_only(proc) -> None:
+    proc.dlq.max_bytes = 10  # the broker's limit below the configured excerpt
+    proc.pending = [record(0, 0, "u1", 1000, raw=b"{not json at all"), record(0, 1, "u1", 1000)]
+    assert proc.flush() == 1
+    [(value, headers)] = proc.dlq.sent
+    assert value == b"" and headers["truncated"] == b"true" and headers["reason"] == b"not_json"
+    assert headers["size"] == b"16"
+    assert proc.state.watermarks(proc.topic) == {0: 2}
+
+
+def test_dead_letters_are_sent_once_across_retries_and_restarts(proc) -> None:
+    batch = [record(0, 0, "u1", 1000, raw=b"{bad"), record(0, 1, "u1", 1000), record(1, 0, "u2", 1, raw=b"[]")]
+    proc.pending = list(batch)
+    proc.sink.fail = True  # Feast fails after the dead letters went out
+    for _ in range(3):
+        with pytest.raises(OSError):
+            proc.flush()
+    assert len(proc.dlq.sent) == 2  # not 6
+    proc.sink.fail = False
+    proc.flush()
+    proc.pending = list(batch)  # redelivered after a restart that lost the offset commit
+    proc.flush()
+    assert len(proc.dlq.sent) == 2
+    assert proc.state.dead_letter_marks(proc.topic) == {0: 1, 1: 1}
+
+
+def test_an_unavailable_dlq_commits_nothing_and_the_processor_exits_after_repeated_failures(proc) -> None:
+    proc.dlq.down = True
+    proc.max_write_failures = 3
+    proc.batch_max_wait_s = 0.0
+    batch = [record(0, 0, "u1", 1000), record(0, 1, "u1", 1000, raw=b"{bad")]
+    proc.pending = list(batch)
+    proc.pending_since = 0.0
+    with pytest.raises(RuntimeError, match="dead-letter topic"):
+        proc.run()
+    assert proc.metrics.write_failures._value.get() == 3
+    assert proc.state.watermarks(proc.topic) == {} and proc.pending == batch  # nothing applied, nothing lost
+    assert not [e for e in proc.log if e[0] in ("commit", "push_users")]
+    proc.dlq.down = False  # back: the same batch goes through once
+    proc.flush()
+    assert len(proc.dlq.sent) == 1 and proc.state.watermarks(proc.topic) == {0: 2}
+
+
+def test_until_caught_up_gives_up_on_a_broker_that_never_assigns(proc) -> None:
+    with pytest.raises(RuntimeError, match="not caught up after"):
+        proc.run(until_caught_up=True, stall_timeout_s=0.3)
 
 
 def test_rebalance_keeps_the_records_of_retained_partitions(proc) -> None:
