@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from recast.settings import Settings
+from streaming.log_reset import advice, current_topic_id, reset_reason
 
 
 def stream_status(settings: Settings, group: str | None = None, timeout_s: float = 5.0) -> dict[str, Any]:
@@ -16,12 +17,14 @@ def stream_status(settings: Settings, group: str | None = None, timeout_s: float
     out: dict[str, Any] = {"broker": broker_status(settings), "group": group}
     path = state_path(settings, group)
     marks: dict[int, int] = {}
+    log_ids: dict[int, str] = {}
     if path.exists():
         from streaming.state import StateStore
 
         store = StateStore(path)
         try:
             marks = store.watermarks(settings.kafka.events_topic)
+            log_ids = store.log_ids(settings.kafka.events_topic)
             out["state"] = {"path": str(path), **store.counts()}
         finally:
             store.close()
@@ -29,14 +32,21 @@ def stream_status(settings: Settings, group: str | None = None, timeout_s: float
         out["state"] = {"path": str(path), "exists": False}
     if out["broker"].get("healthy"):
         try:
-            out["partitions"] = _partitions(settings, group, marks, timeout_s)
+            out["partitions"] = _partitions(settings, group, marks, log_ids, timeout_s)
         except Exception as exc:  # status answers whatever happens
             out["partitions_error"] = str(exc)
+        else:
+            resets = {p["partition"]: p["log_reset"] for p in out["partitions"] if p["log_reset"]}
+            out["problems"] = [f"partition {p}: {why}" for p, why in sorted(resets.items())]
+            if resets:
+                out["problems"].append(advice(resets, settings.kafka.events_topic))
     return out
 
 
-def _partitions(settings: Settings, group: str, marks: dict[int, int], timeout_s: float) -> list[dict[str, Any]]:
-    """High watermark (from a fetch: the local broker's ListOffsets is not the end), watermark, committed, lag."""
+def _partitions(settings: Settings, group: str, marks: dict[int, int], log_ids: dict[int, str],
+                timeout_s: float) -> list[dict[str, Any]]:
+    """High watermark (from a fetch: the local broker's ListOffsets is not the end), watermark, committed,
+    lag, and whether the log was reset behind the watermark (streaming/log_reset.py)."""
     from kafka import KafkaConsumer, TopicPartition
 
     from streaming.topics import consumer_config
@@ -55,12 +65,15 @@ def _partitions(settings: Settings, group: str, marks: dict[int, int], timeout_s
         while time.monotonic() < deadline and any(consumer.highwater(tp) is None for tp in tps):
             consumer.poll(timeout_ms=200, max_records=1)
         rows = []
+        topic_id = current_topic_id(consumer, topic)
         for tp in tps:
             hw = consumer.highwater(tp)
             committed = consumer.committed(tp)
             mark = marks.get(tp.partition)
+            reset = reset_reason(mark, hw, log_ids.get(tp.partition), topic_id)
             rows.append({"partition": tp.partition, "high_watermark": hw, "applied_watermark": mark,
-                         "committed": committed, "lag": None if hw is None else hw - (mark or 0)})
+                         "committed": committed, "lag": None if hw is None or reset else hw - (mark or 0),
+                         "log_reset": reset})
         return rows
     finally:
         consumer.close(autocommit=False)

@@ -8,7 +8,7 @@ broker by default, any Kafka cluster through configuration.
 | ``recast.events``     | user | InteractionV1               | 4          |
 | ``recast.exposures``  | user | ExposureV1 (the gateway)    | 4          |
 | ``recast.outcomes``   | user | OutcomeV1                   | 4          |
-| ``recast.events.dlq`` | as the original | original bytes + headers ``reason``, ``detail``, ``source_topic``, ``source_partition``, ``source_offset`` | 1 |
+| ``recast.events.dlq`` | as the original | original bytes (at most ``stream.dead_letter_excerpt_bytes``) + headers ``reason``, ``detail``, ``source_topic``, ``source_partition``, ``source_offset``, ``size``, ``sha256``, ``truncated`` (streaming/dead_letter.py) | 1 |
 """
 
 from __future__ import annotations
