@@ -132,10 +132,12 @@ class ExposurePublisher:
     def close(self, timeout: float = 5.0) -> None:
         """Drain for up to ``timeout`` s, then stop; what is left is counted as dropped (shutdown)."""
         deadline = time.monotonic() + timeout
-        while self._thread is not None and self._producer is not None and time.monotonic() < deadline:
+        while self._thread is not None and time.monotonic() < deadline:
             if self._queue.empty() and self._held is None:
                 break
-            time.sleep(0.02)
+            if self._producer is None and not self._reachable():  # no broker: nothing can drain
+                break
+            time.sleep(0.02)  # connected, or connecting to a broker that answers: let the thread drain
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=max(0.1, deadline - time.monotonic()) + 2.5)

@@ -5,7 +5,8 @@
 materializes the Feast repository (SQLite online store, with the streaming
 push sources), starts a Tansu broker on a free port and creates the topics.
 It never touches the default ports or ``data/`` of the checkout. Failing to
-start any part raises: callers must not silently skip.
+start any part raises: callers must not silently skip. Processor children it
+started are killed when the stack closes, so a failed test leaves none behind.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ class StreamStack:
         self.settings = stack_settings(self.home, free_port(), partitions, **stream)
         self.broker = None
         self._producer = None
+        self.children: list = []
+        """Processes started by spawn_processor/fork_processor (shared with the scopes), reaped on exit."""
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> "StreamStack":
@@ -75,8 +78,15 @@ class StreamStack:
         self.raw_dir = Path(raw)
         build_features(self.settings, raw_dir=self.raw_dir)
         ensure_feature_store(self.settings)
-        self.broker = LocalBroker(self.settings)
-        self.broker.start()
+        for attempt in range(3):  # the free port may be taken between free_port() and the broker's bind
+            self.broker = LocalBroker(self.settings)
+            try:
+                self.broker.start()
+                break
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+                self.settings.kafka.bootstrap_servers = f"127.0.0.1:{free_port()}"
         try:
             ensure_topics(self.settings)
         except BaseException:
@@ -87,7 +97,11 @@ class StreamStack:
     def __exit__(self, *exc: Any) -> None:
         if self._producer is not None:
             self._producer.close(timeout=2)
-        if self.broker is not None and not self._scoped:
+        if self._scoped:
+            return
+        for child in self.children:
+            _reap(child)
+        if self.broker is not None:
             self.broker.stop()
 
     _scoped = False
@@ -134,8 +148,10 @@ class StreamStack:
         """``recast stream process ARGS`` as a child process (stdout+stderr to ``home/log_name``)."""
         log = open(self.home / log_name, "ab")
         cmd = [sys.executable, "-m", "recast.cli", "stream", "process", *args]
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.child_env(**(env or {})),
-                                cwd=str(self.home))
+        child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.child_env(**(env or {})),
+                                 cwd=str(self.home))
+        self.children.append(child)
+        return child
 
     def fork_processor(self, log_name: str, env: dict[str, str] | None = None, **run: Any):
         """``run_processor(settings, **run)`` in a forked child process (a real process that can be
@@ -146,6 +162,7 @@ class StreamStack:
         proc = ctx.Process(target=_forked_processor, args=(self.settings, str(self.home / log_name), env or {}, run),
                            daemon=False)
         proc.start()
+        self.children.append(proc)
         return proc
 
     # ------------------------------------------------------------------ kafka
@@ -168,7 +185,7 @@ class StreamStack:
                 futures.append(self.producer.send(topic, key=e[0], value=e[1]))
             else:
                 futures.append(self.producer.send(topic, key=key_of(e), value=encode(e)))
-        self.producer.flush()
+        self.producer.flush(timeout=60)
         ends: dict[int, int] = {}
         for f in futures:
             md = f.get(timeout=30)
@@ -268,6 +285,17 @@ class StreamStack:
                     if w != h:
                         problems.append(f"{kind} {k} {name}: online {h!r} != recomputed {w!r}")
         return problems
+
+
+def _reap(child) -> None:
+    """Kill a processor child that is still running and wait for it (a Popen or a multiprocessing.Process)."""
+    if isinstance(child, subprocess.Popen):
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=10)
+    elif child.is_alive():
+        child.kill()
+        child.join(timeout=10)
 
 
 def _forked_processor(settings: Settings, log_path: str, env: dict[str, str], run: dict[str, Any]) -> None:

@@ -154,6 +154,11 @@ def own_broker(stack: StreamStack, name: str) -> tuple[StreamStack, LocalBroker]
     return s, broker
 
 
+def log_of(s: StreamStack, name: str) -> str:
+    path = s.home / name
+    return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+
 def restart(s: StreamStack, broker: LocalBroker) -> None:
     if s._producer is not None:
         s._producer.close(timeout=2)
@@ -171,9 +176,18 @@ def test_a_broker_restart_is_refused_loudly_or_recomputed(stack: StreamStack) ->
         totals, _ = process(s)
         assert totals["processed"] == len(before)
 
+        # a running processor (a long-lived service) sees the broker restart under it and stops
+        running = s.fork_processor("running.log", batch_max_wait_ms=50)
+        deadline = time.monotonic() + 60
+        while "assigned partitions [0, 1, 2, 3]" not in log_of(s, "running.log"):
+            assert running.is_alive() and time.monotonic() < deadline, log_of(s, "running.log")
+            time.sleep(0.1)
         restart(s, broker)  # memory-only: every log starts again at offset 0
         after = valid_events(400, "rs2", seed=6)
         s.send(after)
+        running.join(timeout=120)
+        assert running.exitcode not in (0, None), log_of(s, "running.log")
+        assert "LogResetError" in log_of(s, "running.log")
 
         # fail (the default): a clear error and a metric, nothing applied
         registry = CollectorRegistry()
