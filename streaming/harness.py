@@ -192,6 +192,30 @@ class StreamStack:
             ends[md.partition] = max(ends.get(md.partition, 0), md.offset + 1)
         return ends
 
+    def send_raw(self, records: Sequence[tuple], compression: str | None = None,
+                 topic: str | None = None) -> list[tuple[int, int]]:
+        """Produce ``(key, value, ...)`` records with a producer of their own that compresses its batches
+        with ``compression`` (gzip, snappy, lz4, zstd) and takes records up to 8 MiB; returns the
+        ``(partition, offset)`` of each."""
+        from kafka import KafkaProducer
+
+        from streaming.topics import producer_config
+
+        producer = KafkaProducer(**producer_config(self.settings.kafka, compression_type=compression, linger_ms=20,
+                                                   batch_size=256 * 1024, max_request_size=8 << 20))
+        try:
+            futures = [producer.send(topic or self.settings.kafka.events_topic, key=r[0], value=r[1])
+                       for r in records]
+            producer.flush(timeout=120)
+            return [(md.partition, md.offset) for md in (f.get(timeout=60) for f in futures)]
+        finally:
+            producer.close(timeout=5)
+
+    def dead_letters(self, timeout_s: float = 60.0) -> list[tuple[dict[str, str], bytes]]:
+        """Every record of the dead-letter topic as (headers, value)."""
+        return [({k: v.decode() for k, v in r.headers}, r.value)
+                for r in self.read_all(self.settings.kafka.dead_letter_topic, timeout_s)]
+
     def read_all(self, topic: str, timeout_s: float = 20.0) -> list:
         """Every record of ``topic`` from the beginning to its high watermark."""
         from kafka import KafkaConsumer, TopicPartition

@@ -19,7 +19,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from kafka import KafkaProducer
 from prometheus_client import CollectorRegistry
 
 from streaming.broker import LocalBroker
@@ -29,7 +28,7 @@ from streaming.hostile import hostile_records, interleave, valid_events
 from streaming.log_reset import LogResetError
 from streaming.processor import StreamProcessor
 from streaming.status import stream_status
-from streaming.topics import ensure_topics, producer_config
+from streaming.topics import ensure_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -53,30 +52,18 @@ def process(s: StreamStack, **settings) -> tuple[dict, CollectorRegistry]:
 
 
 def send_compressed(s: StreamStack, records: list[tuple]) -> list[tuple[int, int]]:
-    """Send in one chunk per codec (each producer compresses its batches); returns (partition, offset) of each."""
-    where = []
+    """One chunk per codec; returns the (partition, offset) of each record."""
     chunk = -(-len(records) // len(CODECS))
-    for k, codec in enumerate(CODECS):
-        producer = KafkaProducer(**producer_config(s.settings.kafka, compression_type=codec, linger_ms=20,
-                                                   batch_size=256 * 1024, max_request_size=8 << 20))
-        try:
-            futures = [producer.send(s.settings.kafka.events_topic, key=key, value=value)
-                       for key, value, *_ in records[k * chunk:(k + 1) * chunk]]
-            producer.flush(timeout=60)
-            where += [(md.partition, md.offset) for md in (f.get(timeout=60) for f in futures)]
-        finally:
-            producer.close(timeout=5)
-    return where
+    return [at for k, codec in enumerate(CODECS) for at in s.send_raw(records[k * chunk:(k + 1) * chunk], codec)]
 
 
 def dead_letters(s: StreamStack) -> Counter:
     """(source_partition, source_offset, reason) -> how often it is on the dead-letter topic."""
     seen: Counter = Counter()
-    for r in s.read_all(s.settings.kafka.dead_letter_topic, timeout_s=60):
-        h = {k: v.decode() for k, v in r.headers}
+    for h, value in s.dead_letters():
         assert h["source_topic"] == s.settings.kafka.events_topic and h["detail"] and len(h["sha256"]) == 64
-        assert len(r.value) <= s.settings.stream.dead_letter_excerpt_bytes
-        assert (h["truncated"] == "true") == (int(h["size"]) > len(r.value))
+        assert len(value) <= s.settings.stream.dead_letter_excerpt_bytes
+        assert (h["truncated"] == "true") == (int(h["size"]) > len(value))
         seen[(int(h["source_partition"]), int(h["source_offset"]), h["reason"])] += 1
     return seen
 
