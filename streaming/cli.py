@@ -4,13 +4,14 @@
     recast stream replay [--speed F]          # MovieLens-100K ratings -> interaction events, timestamp order
     recast stream process [--until-caught-up] # the stream feature processor (a consumer-group member)
     recast stream labels [--window S]         # exposures x outcomes -> labelled examples (parquet)
-    recast stream status                      # broker, topics, the processor group's watermarks and lag
-    recast stream reset                       # forget the processor state (after a local broker restart)
+    recast stream status                      # broker, topics, the processor group's watermarks, lag, log resets
+    recast stream reset                       # forget the processor state (after a memory broker restart)
     recast stream schemas                     # JSON Schema of every event version
 
 `recast stack up` starts the local broker (and creates the topics) with the
 rest of the stack; point kafka.bootstrap_servers at a real cluster and set
-kafka.local_broker: false to use one.
+kafka.local_broker: false to use one. kafka.local_storage: s3rver makes the
+local broker durable (streaming/broker.py).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def cmd_process(args: argparse.Namespace, s) -> None:
     for noisy in ("kafka", "feast"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     ensure_topics(s)
+    if args.on_log_reset:
+        s.stream.on_log_reset = args.on_log_reset
     _print(run_processor(s, group=args.group, metrics_port=args.metrics_port,
                          batch_max_events=args.batch_max_events, batch_max_wait_ms=args.batch_max_wait_ms,
                          until_caught_up=args.until_caught_up, idle_exit_s=args.idle_exit,
@@ -112,6 +115,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pr.add_argument("--until-caught-up", action="store_true", help="exit once every assigned partition has lag 0")
     pr.add_argument("--idle-exit", type=float, metavar="SECONDS", help="exit after this long without records")
     pr.add_argument("--max-events", type=int, help="exit after this many records")
+    pr.add_argument("--on-log-reset", choices=("fail", "recompute"),
+                    help="a partition log restarted behind the applied watermark (a broker that lost its data): "
+                         "fail (exit non-zero) or recompute its features from the log as it is "
+                         "(default stream.on_log_reset)")
     pr.set_defaults(func=cmd_process)
 
     lb = sub.add_parser("labels", help="join exposures with outcomes inside the attribution window (polars)")

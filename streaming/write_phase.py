@@ -52,7 +52,7 @@ class _Failpoint:
 class MicroBatchWriter:
     """``flush()`` of ``StreamProcessor``: apply ``self.pending`` to the state store, the sinks and Kafka.
 
-    Uses the processor's attributes (settings, topic, group, state, sink, dlq, consumer, metrics,
+    Uses the processor's attributes (settings, topic, group, state, sink, dlq, consumer, metrics, log_ids,
     fault, last_n, item_vocab, write_offline, pending, applied, totals, _cleanup_parts) and its
     ``_update_lag()``.
     """

@@ -219,3 +219,33 @@ def test_rebalance_keeps_the_records_of_retained_partitions(proc) -> None:
     proc._on_assigned([TopicPartition(proc.topic, 1), TopicPartition(proc.topic, 3)])
     assert proc.consumer.seeks == {1: 7}  # fetch resumes at the watermark; partition 3 is new
     assert proc.assignment == [0, 1, 2, 3] and [tp.partition for tp in proc._unseen] == [3]
+
+
+def test_log_reset_reasons() -> None:
+    from streaming.log_reset import reset_reason
+
+    assert reset_reason(100, 250, "id-a", "id-a") is None
+    assert reset_reason(None, 0, None, "id-a") is None  # nothing applied yet
+    assert reset_reason(100, None, "id-a", None) is None  # nothing known yet
+    assert "ends at offset 40 but 100" in reset_reason(100, 40, "id-a", "id-a")
+    assert "recreated" in reset_reason(100, 400, "id-a", "id-b")  # a longer new log shows only by its id
+
+
+def test_a_log_reset_stops_or_rebuilds_the_partition(proc) -> None:
+    from streaming.log_reset import LogResetError
+
+    proc.pending = [record(0, 0, "u1", 1000), record(0, 1, "u1", 2000), record(1, 0, "u2", 1000)]
+    proc.flush()
+    proc.assignment, proc.applied = [0, 1], {0: 2, 1: 1}
+    proc.consumer.highwater = lambda tp: {0: 1, 1: 5}[tp.partition]  # partition 0's log restarted shorter
+    with pytest.raises(LogResetError, match=r"partitions \[0\]"):
+        proc._check_log_resets()
+    assert proc.metrics.log_resets.labels("0")._value.get() == 1
+    assert proc.state.watermarks(proc.topic) == {0: 2, 1: 1}  # fail changes nothing
+
+    proc.settings.stream.on_log_reset = "recompute"
+    proc.consumer.seek_to_beginning = lambda *tps: proc.log.append(("seek_to_beginning", [t.partition for t in tps]))
+    assert proc._check_log_resets() == {0}
+    assert proc.state.watermarks(proc.topic) == {1: 1} and proc.applied[0] == 0
+    assert set(proc.state.user_partials(["u1", "u2"])) == {"u2"}  # partition 0's partials are gone
+    assert proc.log[-1] == ("seek_to_beginning", [0])
