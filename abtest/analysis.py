@@ -32,50 +32,11 @@ from abtest.aggregate import (
     variant_moments,
     winsorize_units,
 )
-from abtest.config import Experiment, ExperimentsConfig, MetricDef
+from abtest.comparison import Comparison, compare, decide
+from abtest.config import Experiment, ExperimentsConfig
+from abtest.verdict import Verdict, verdicts
 
 MOMENT_COLUMNS = VALUE_COLUMNS + PRE_COLUMNS
-
-
-@dataclass
-class Comparison:
-    """One metric, one treatment variant against control."""
-
-    metric: str
-    label: str
-    kind: str
-    variant: str
-    control: str
-    n_treatment: int
-    n_control: int
-    control_value: float
-    treatment_value: float
-    control_unadjusted: float
-    treatment_unadjusted: float
-    abs_lift: float
-    abs_ci: tuple[float, float]
-    abs_p_value: float
-    rel_lift: float
-    rel_se: float
-    rel_ci: tuple[float, float]
-    p_value: float
-    df: float
-    cuped: bool
-    theta: float
-    variance_reduction: float
-    """1 - v(CUPED) / v(plain) of the absolute lift (0 without CUPED)."""
-    seq_p_value: float
-    seq_ci: tuple[float, float]
-    chance_to_beat_control: float
-    expected_loss_treatment: float
-    expected_loss_control: float
-    posterior_mean: float
-    credible_interval: tuple[float, float]
-    higher_is_better: bool = True
-    p_adjusted: float = float("nan")
-    decision: str = ""
-    sequential_decision: str = ""
-    true_rel_lift: float | None = None
 
 
 @dataclass
@@ -110,6 +71,8 @@ class Readout:
     primary_metric: str | None = None
     notes: list[str] = field(default_factory=list)
     simulation: dict[str, Any] | None = None
+    verdicts: list[Verdict] = field(default_factory=list)
+    target_lift: float = 0.05
 
     def to_dict(self) -> dict[str, Any]:
         return _clean(asdict(self))
@@ -118,8 +81,7 @@ class Readout:
     def summary(self) -> str:
         if not self.valid:
             return f"INVALID: sample ratio mismatch (p = {self.srm['p_value']:.2e} < {self.srm['threshold']}); do not read the lifts"
-        prim = [c for c in self.comparisons if c.metric == self.primary_metric]
-        return "; ".join(f"{c.metric} {c.variant}: {c.decision} ({c.rel_lift:+.2%})" for c in prim) or "no comparisons"
+        return " ".join(v.headline for v in self.verdicts) or "no comparisons"
 
 
 def _clean(obj: Any) -> Any:
@@ -143,86 +105,6 @@ def _experiment_start(exposures: pl.LazyFrame, e: Experiment) -> datetime | None
         return e.start.replace(tzinfo=None) if e.start.tzinfo else e.start
     got = exposures.filter(pl.col("experiment") == e.name).select(pl.col("ts").min()).collect().item()
     return got
-
-
-def _decide(p: float, lift: float, alpha: float, higher_is_better: bool, valid: bool) -> str:
-    if not valid:
-        return "invalid (SRM)"
-    if not np.isfinite(p):
-        return "no data"
-    if p >= alpha:
-        return "inconclusive"
-    good = (lift > 0) == higher_is_better
-    return "significant improvement" if good else "significant regression"
-
-
-def compare(
-    arms: dict[str, stats.Moments],
-    metric: MetricDef,
-    control: str,
-    variant: str,
-    alpha: float,
-    cuped: bool,
-    tuning_n: int,
-    prior_mean: float,
-    prior_sd: float,
-    proper_prior: bool,
-) -> Comparison:
-    """All statistics of one metric for one treatment against control, from per-arm Moments."""
-    mc, mt = arms[control], arms[variant]
-    cols = metric.columns
-    cov_cols = tuple(f"pre_{c}" for c in cols)
-    plain_c = stats.metric_estimate(mc, metric.kind, cols)
-    plain_t = stats.metric_estimate(mt, metric.kind, cols)
-    theta, pool = 0.0, 0.0
-    use_cuped = cuped and all(c in mc.names for c in cov_cols)
-    if use_cuped:
-        theta, pool = stats.pooled_theta([mc, mt], metric.kind, cols, cov_cols)
-        use_cuped = theta != 0.0 and np.isfinite(pool)
-    if use_cuped:
-        est_c = stats.metric_estimate(mc, metric.kind, cols, cov_cols, theta, pool)
-        est_t = stats.metric_estimate(mt, metric.kind, cols, cov_cols, theta, pool)
-    else:
-        est_c, est_t, theta = plain_c, plain_t, 0.0
-    abs_test = stats.welch_t_test(est_t, est_c, alpha, relative=False)
-    rel_test = stats.welch_t_test(est_t, est_c, alpha, relative=True)
-    plain_var = plain_t.variance + plain_c.variance
-    vr = 1.0 - (est_t.variance + est_c.variance) / plain_var if use_cuped and plain_var > 0 else 0.0
-    rel_var = rel_test.se**2
-    seq = stats.sequential_test(rel_test.estimate, rel_var, mt.n + mc.n, tuning_n, alpha)
-    bayes = stats.bayes_readout(rel_test.estimate, rel_var, prior_mean, prior_sd, proper_prior, alpha)
-    return Comparison(
-        metric=metric.name,
-        label=metric.label or metric.name,
-        kind=metric.kind,
-        variant=variant,
-        control=control,
-        n_treatment=mt.n,
-        n_control=mc.n,
-        control_value=est_c.value,
-        treatment_value=est_t.value,
-        control_unadjusted=plain_c.value,
-        treatment_unadjusted=plain_t.value,
-        abs_lift=abs_test.estimate,
-        abs_ci=abs_test.ci,
-        abs_p_value=abs_test.p_value,
-        rel_lift=rel_test.estimate,
-        rel_se=rel_test.se,
-        rel_ci=rel_test.ci,
-        p_value=rel_test.p_value,
-        df=rel_test.df,
-        cuped=use_cuped,
-        theta=theta,
-        variance_reduction=vr,
-        seq_p_value=seq.p_value,
-        seq_ci=seq.ci,
-        chance_to_beat_control=bayes.chance_to_beat_control if metric.higher_is_better else 1 - bayes.chance_to_beat_control,
-        expected_loss_treatment=bayes.expected_loss_treatment if metric.higher_is_better else bayes.expected_loss_control,
-        expected_loss_control=bayes.expected_loss_control if metric.higher_is_better else bayes.expected_loss_treatment,
-        posterior_mean=bayes.mean,
-        credible_interval=bayes.credible_interval,
-        higher_is_better=metric.higher_is_better,
-    )
 
 
 def _prepare_units(units: pl.DataFrame, e: Experiment) -> tuple[pl.DataFrame, list[WinsorCaps]]:
@@ -276,25 +158,24 @@ def analyze(
     metrics = config.metric_defs
     comps: list[Comparison] = []
     truth = (simulation or {}).get("true_relative_lift", {})
-    for mname in e.metrics:
-        mdef = metrics[mname]
+    roles = [(m, "metric", None) for m in e.metrics] + [(g.metric, "guardrail", g.margin) for g in e.guardrails]
+    for mname, role, margin in roles:
         for v in names:
-            if v == e.control or v not in arms or e.control not in arms or arms[v].n < 2 or arms[e.control].n < 2:
+            if v == e.control:
                 continue
-            c = compare(
-                arms, mdef, e.control, v, a.alpha, a.cuped and a.pre_period_days > 0, a.sequential.tuning_n,
-                a.bayes.prior_mean, a.bayes.prior_sd, a.bayes.proper,
-            )
+            empty = stats.Moments(0, MOMENT_COLUMNS, np.zeros(len(MOMENT_COLUMNS)), np.zeros((len(MOMENT_COLUMNS),) * 2))
+            c = compare({e.control: arms.get(e.control, empty), v: arms.get(v, empty)}, metrics[mname], e.control, v, a)
+            c.role, c.margin = role, margin
             if isinstance(truth.get(v), dict) and mname in truth[v]:
                 c.true_rel_lift = float(truth[v][mname])
             comps.append(c)
-    finite = [i for i, c in enumerate(comps) if np.isfinite(c.p_value)]
-    adjusted = stats.adjust([comps[i].p_value for i in finite], a.correction)
-    for i, p in zip(finite, adjusted):
+    # the multiplicity family: the decision metrics (guardrails are one-sided non-inferiority checks)
+    family = [i for i, c in enumerate(comps) if c.role == "metric"]
+    for i, p in zip(family, stats.adjust([comps[i].p_value for i in family], a.correction)):
         comps[i].p_adjusted = float(p)
     for c in comps:
-        c.decision = _decide(c.p_adjusted, c.rel_lift, a.alpha, c.higher_is_better, valid)
-        c.sequential_decision = _decide(c.seq_p_value, c.rel_lift, a.alpha, c.higher_is_better, valid)
+        c.decision = decide(c, c.p_adjusted if c.role == "metric" else c.p_value, a.alpha, valid)
+        c.sequential_decision = decide(c, c.seq_p_value, a.alpha, valid)
 
     points: list[TimelinePoint] = []
     if timeline and e.analysis.sequential.enabled:
@@ -319,6 +200,8 @@ def analyze(
         primary_metric=e.primary_metric,
         notes=notes,
         simulation=simulation,
+        verdicts=verdicts(comps, e.primary_metric, valid, a.target_lift),
+        target_lift=a.target_lift,
     )
 
 
@@ -385,9 +268,8 @@ def _timeline(
             for v in (x.name for x in e.variants):
                 if v == e.control or v not in arms or arms[v].n < 2:
                     continue
-                c = compare(arms, metrics[mname], e.control, v, a.alpha, a.cuped and a.pre_period_days > 0,
-                            a.sequential.tuning_n, a.bayes.prior_mean, a.bayes.prior_sd, a.bayes.proper)
-                if not np.isfinite(c.rel_lift):
+                c = compare(arms, metrics[mname], e.control, v, a)
+                if not (np.isfinite(c.rel_lift) and all(np.isfinite(c.seq_ci))):
                     continue
                 lo_cs, hi_cs, p = running.get((mname, v), (-np.inf, np.inf, 1.0))
                 lo_cs, hi_cs, p = max(lo_cs, c.seq_ci[0]), min(hi_cs, c.seq_ci[1]), min(p, c.seq_p_value)

@@ -124,11 +124,33 @@ class Bayes(BaseModel):
     proper: bool = True
 
 
+class Guardrail(BaseModel):
+    """A "do no harm" metric: the treatment may not be worse than ``margin`` (relative) on it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str
+    margin: float = Field(0.02, gt=0, lt=1)
+    """Non-inferiority margin as a relative change: 0.02 = at most 2% worse."""
+
+
 class Analysis(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     alpha: float = Field(0.05, gt=0, lt=0.5)
+    power: float = Field(0.8, gt=0.5, lt=1)
+    """Power for the minimum detectable effect and the users-still-needed estimate."""
+    target_lift: float = Field(0.05, gt=0, lt=10)
+    """The relative effect the experiment should be able to detect (the "+-x%" of the verdict)."""
+    min_units_per_arm: int = Field(100, ge=2)
+    min_nonzero_per_arm: int = Field(30, ge=0)
+    """Minimum-sample rule: no decision before every arm has this many units and this many units with
+    a non-zero numerator (buyers for GMV, clickers for CTR); below it the normal approximation of a
+    heavy-tailed mean is not trustworthy."""
     cuped: bool = True
+    cuped_relative: Literal["gbstats", "ratio"] = "gbstats"
+    """Relative lift with CUPED: ``gbstats`` = (adj_T - adj_C) / plain_C (GrowthBook's definition),
+    ``ratio`` = adj_T / adj_C - 1. Both estimate the same lift; the decision does not depend on it."""
     pre_period_days: int = Field(7, ge=0)
     winsorize: Winsorize | None = Field(default_factory=Winsorize)
     correction: Literal["holm", "bh", "none"] = "holm"
@@ -150,6 +172,7 @@ class Experiment(BaseModel):
     """Name of the control variant; defaults to the first one."""
     metrics: list[str] = Field(default_factory=lambda: ["ctr", "gmv_per_user", "conversion", "aov"])
     primary_metric: str | None = None
+    guardrails: list[Guardrail] = Field(default_factory=list)
     start: datetime | None = None
     end: datetime | None = None
     enabled: bool = True
@@ -278,7 +301,7 @@ class ExperimentsConfig(BaseModel):
         known = {**BUILTIN_METRICS, **{m.name: m for m in self.metrics}}
         for layer in self.layers:
             for e in layer.experiments:
-                missing = [m for m in e.metrics if m not in known]
+                missing = [m for m in [*e.metrics, *(g.metric for g in e.guardrails)] if m not in known]
                 if missing:
                     raise ValueError(f"experiment {e.name!r}: unknown metrics {missing} (known: {sorted(known)})")
         return self
