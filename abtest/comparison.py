@@ -31,7 +31,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats as sps
+from scipy import special
 
 from abtest import stats
 from abtest.config import Analysis, MetricDef
@@ -205,7 +205,7 @@ def compare(arms: dict[str, stats.Moments], metric: MetricDef, control: str, var
         bayes = stats.bayes_readout(rel, rel_var, a.bayes.prior_mean, a.bayes.prior_sd, a.bayes.proper, a.alpha)
 
     # power: the minimum detectable effect now, and the users per arm the target effect needs
-    z = sps.norm.ppf(1 - a.alpha / 2) + sps.norm.ppf(a.power)
+    z = special.ndtri(1 - a.alpha / 2) + special.ndtri(a.power)
     mde = z * math.sqrt(v) / abs(cu) if cu and v > 0 else NAN
     per_unit = est_t.variance * mt.n + est_c.variance * mc.n
     needed = z * z * per_unit / (a.target_lift * cu) ** 2 if cu and per_unit > 0 else NAN

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
+from scipy import special
 from scipy import stats as sps
 
 from abtest.bayes import BayesResult, bayes_readout, expected_losses, gaussian_posterior  # noqa: F401  (re-exported)
@@ -259,13 +260,16 @@ def fieller_interval(
     qa = np.square(b) - k2 * v_b
     qb = a * b - k2 * cov_ab
     qc = np.square(a) - k2 * v_a
+    if all(np.ndim(x) == 0 for x in (qa, qb, qc)):  # one comparison: plain floats (the readout's hot path)
+        if not qa > 0:
+            return -np.inf, np.inf
+        root = float(np.sqrt(max(qb * qb - qa * qc, 0.0)))
+        return float((qb - root) / qa), float((qb + root) / qa)
     with np.errstate(invalid="ignore", divide="ignore"):
         root = np.sqrt(np.maximum(np.square(qb) - qa * qc, 0.0))
         bounded = qa > 0
         lo = np.where(bounded, (qb - root) / np.where(bounded, qa, 1.0), -np.inf)
         hi = np.where(bounded, (qb + root) / np.where(bounded, qa, 1.0), np.inf)
-    if np.ndim(lo) == 0:
-        return float(lo), float(hi)
     return lo, hi
 
 
@@ -290,7 +294,8 @@ class TestResult:
 def critical_value(df: ArrayLike, alpha: float = 0.05) -> ArrayLike:
     """Two-sided critical value of Student's t with ``df`` degrees of freedom (normal for inf)."""
     df_arr = np.asarray(df, dtype=np.float64)
-    out = np.where(np.isinf(df_arr), sps.norm.ppf(1 - alpha / 2), sps.t.ppf(1 - alpha / 2, np.where(np.isinf(df_arr), 1.0, df_arr)))
+    # scipy.special ufuncs: the same functions as scipy.stats' t and norm, ~100x less overhead per call
+    out = np.where(np.isinf(df_arr), special.ndtri(1 - alpha / 2), special.stdtrit(np.where(np.isinf(df_arr), 1.0, df_arr), 1 - alpha / 2))
     return float(out) if out.ndim == 0 else out
 
 
@@ -304,7 +309,7 @@ def t_test(estimate: ArrayLike, variance: ArrayLike, df: ArrayLike = np.inf, alp
         se = np.sqrt(variance)
         stat = (estimate - null) / se
     df_arr = np.asarray(df, dtype=np.float64)
-    dist_p = np.where(np.isinf(df_arr), 2 * sps.norm.sf(np.abs(stat)), 2 * sps.t.sf(np.abs(stat), np.where(np.isinf(df_arr), 1.0, df_arr)))
+    dist_p = np.where(np.isinf(df_arr), 2 * special.ndtr(-np.abs(stat)), 2 * special.stdtr(np.where(np.isinf(df_arr), 1.0, df_arr), -np.abs(stat)))
     crit = critical_value(df_arr, alpha)
     lo, hi = estimate - crit * se, estimate + crit * se
     if np.ndim(estimate) == 0 and np.ndim(variance) == 0 and np.ndim(df) == 0:
