@@ -8,7 +8,8 @@
 3. per metric and treatment variant: estimates per arm (CUPED when configured and the
    covariate has variance), absolute and relative lift, Welch t-test, the mSPRT always-valid
    p-value and confidence sequence, the Bayesian readout;
-4. Holm or Benjamini-Hochberg across all (metric, variant) comparisons;
+4. Holm or Benjamini-Hochberg across the secondary (metric, variant) comparisons (the primary metric
+   is the pre-registered decision, tested at alpha); guardrails as non-inferiority checks; verdicts;
 5. the cumulative lift per day with fixed-horizon intervals and the confidence sequence.
 """
 
@@ -75,7 +76,7 @@ class Readout:
     target_lift: float = 0.05
 
     def to_dict(self) -> dict[str, Any]:
-        return _clean(asdict(self))
+        return json_safe(asdict(self))
 
     @property
     def summary(self) -> str:
@@ -84,12 +85,12 @@ class Readout:
         return " ".join(v.headline for v in self.verdicts) or "no comparisons"
 
 
-def _clean(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     """JSON-safe: NaN/inf -> None, tuples -> lists, numpy scalars -> Python."""
     if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, (np.floating, float)):
         f = float(obj)
         return f if math.isfinite(f) else None
@@ -169,10 +170,14 @@ def analyze(
             if isinstance(truth.get(v), dict) and mname in truth[v]:
                 c.true_rel_lift = float(truth[v][mname])
             comps.append(c)
-    # the multiplicity family: the decision metrics (guardrails are one-sided non-inferiority checks)
-    family = [i for i, c in enumerate(comps) if c.role == "metric"]
+    # the primary metric is the pre-registered decision: tested at alpha, its interval and verdict agree.
+    # Secondary metrics form the multiplicity family (Holm/BH); guardrails are non-inferiority checks.
+    family = [i for i, c in enumerate(comps) if c.role == "metric" and c.metric != e.primary_metric]
     for i, p in zip(family, stats.adjust([comps[i].p_value for i in family], a.correction)):
         comps[i].p_adjusted = float(p)
+    for c in comps:
+        if c.role == "metric" and c.metric == e.primary_metric:
+            c.p_adjusted = c.p_value
     for c in comps:
         c.decision = decide(c, c.p_adjusted if c.role == "metric" else c.p_value, a.alpha, valid)
         c.sequential_decision = decide(c, c.seq_p_value, a.alpha, valid)

@@ -52,7 +52,7 @@ LEGEND = {
     "control / treatment": "Metric value per arm. With CUPED these are adjusted for each user's pre-period behaviour (less noise, same expected value); the raw value is shown on hover.",
     "lift [95% CI]": "Relative change of treatment vs control with its 95% interval (Fieller). It contains 0 exactly when the test is not significant, and never goes below -100%.",
     "raw lift": "The same lift without the CUPED adjustment (plain means), for comparison.",
-    "p (adj.)": "Welch t-test of the absolute difference, adjusted for testing several metrics (Holm or Benjamini-Hochberg). Below alpha = significant.",
+    "p (adj.)": "Welch t-test of the absolute difference. Secondary metrics are adjusted for testing several of them (Holm or Benjamini-Hochberg); the primary metric, the pre-registered decision, is not. Below alpha = significant.",
     "detectable now": "Minimum detectable effect: the smallest relative change this sample detects with 80% power. Effects smaller than this are invisible so far.",
     "decision": "significant improvement / regression, inconclusive, not enough data (minimum sample not reached), not computable (reason given), invalid (SRM).",
     "always-valid p / CI": "Sequential test (mSPRT on the absolute difference): stays valid however often the readout is looked at, at the price of wider intervals.",
