@@ -6,6 +6,7 @@
     recast abtest report EXPERIMENT [--data DIR] [--out DIR]    # HTML + JSON readout (--from-kafka: the topics)
     recast abtest power --mean M --sd S [--lift 0.05]           # users per arm for a lift; --users N: MDE and power
     recast abtest power --experiment E [--data DIR]             # the same from logged events, per metric (CUPED included)
+    recast abtest holdout --data DIR [--start ISO] [--out DIR]  # everything launched vs the global holdout
 """
 
 from __future__ import annotations
@@ -180,6 +181,31 @@ def cmd_power(args: argparse.Namespace, s) -> None:
     }))
 
 
+def cmd_holdout(args: argparse.Namespace, s) -> None:
+    from datetime import datetime
+
+    from abtest.analysis import json_safe
+
+    from abtest.events import scan_events
+    from abtest.holdout import NAME, analyze_holdout
+    from abtest.report import write_report
+
+    cfg = _config(args, s)
+    data = Path(args.data)
+    sim_path = data / "simulation.json"
+    simulation = json.loads(sim_path.read_text()) if sim_path.exists() else None
+    start = datetime.fromisoformat(args.start) if args.start else None
+    if start is None and simulation and simulation.get("start"):
+        start = datetime.fromisoformat(simulation["start"])
+    exposures, outcomes = scan_events(data)
+    r = analyze_holdout(cfg, exposures, outcomes, start=start, timeline=not args.no_timeline,
+                        simulation={"simulated": True, "label": simulation["label"]} if simulation else None)
+    html_path, json_path = write_report(r, Path(args.out) if args.out else s.path(s.abtest.reports_dir) / NAME)
+    _print(json_safe({"html": str(html_path), "json": str(json_path), "valid": r.valid, "units": r.units, "summary": r.summary,
+                      "metrics": [{"metric": c.metric, "rel_lift": c.rel_lift, "ci": list(c.rel_ci), "decision": c.decision}
+                                  for c in r.comparisons]}))
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add this area's subcommands; commands import their modules lazily."""
     p = subparsers.add_parser("abtest", help="A/B experiments: validate config, assign, simulate, report, power",
@@ -246,3 +272,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pw.add_argument("--experiment", help="plan from this experiment's logged events instead of --mean/--sd")
     pw.add_argument("--data", help="events folder (default: settings.abtest.data_dir/EXPERIMENT)")
     pw.set_defaults(func=cmd_power)
+
+    h = sub.add_parser("holdout", help="readout of everything launched against the global holdout (cumulative impact)")
+    common(h)
+    h.add_argument("--data", required=True, help="events folder with all logged requests (holdout users included)")
+    h.add_argument("--start", help="start of the readout window (ISO time; default: the simulation's start or the first request)")
+    h.add_argument("--out", help="report folder (default: settings.abtest.reports_dir/global_holdout)")
+    h.add_argument("--no-timeline", action="store_true")
+    h.set_defaults(func=cmd_holdout)

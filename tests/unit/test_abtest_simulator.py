@@ -134,6 +134,29 @@ def test_readout_intervals_cover_the_injected_effects_over_seeds(features_dir):
     assert total == 60 and misses <= 9, misses
 
 
+def test_global_holdout_readout(features_dir):
+    """Everything launched vs the holdout: units split by the holdout hash, the SRM check uses the
+    configured fraction, and the treatment's injected CTR lift shows up diluted (only the experiment's
+    treatment arm carries it)."""
+    from abtest.assignment import Assigner
+    from abtest.holdout import analyze_holdout
+
+    cfg = CONFIG.model_copy(deep=True)
+    cfg.holdout.fraction = 0.2
+    sim = MarketplaceSimulator(SimulationConfig(experiment="exp", n_units=20_000, days=7, pre_days=3, seed=4, features_dir=features_dir,
+                                                effects={"treatment": Effect(ctr=0.3)}), cfg)
+    sink = MemorySink()
+    sim.simulate_direct(sink)
+    r = analyze_holdout(cfg, sink.exposures(), sink.outcomes(), start=sim.start, timeline=False)
+    assert r.valid and set(r.units) == {"holdout", "launched"}
+    active = sink.exposures().filter(pl.col("ts") >= sim.start)["unit_id"].unique().to_list()
+    held = {u for u in active if Assigner(cfg).in_holdout(u)}
+    assert r.units["holdout"] == len(held) and 0.15 < r.units["holdout"] / sum(r.units.values()) < 0.25
+    ctr = next(c for c in r.comparisons if c.metric == "ctr")
+    assert ctr.control == "holdout" and ctr.rel_ci[0] > 0 and ctr.rel_lift < 0.3
+    assert r.verdicts and r.verdicts[0].metric == "gmv_per_user"
+
+
 def test_srm_invalidates_the_readout(features_dir):
     sim = MarketplaceSimulator(SimulationConfig(experiment="exp", n_units=20_000, days=7, srm_drop=0.06, features_dir=features_dir, seed=5), CONFIG)
     sink = MemorySink()
