@@ -28,28 +28,16 @@ from abtest.aggregate import (
     PRE_COLUMNS,
     VALUE_COLUMNS,
     WinsorCaps,
-    daily_unit_increments,
     unit_table,
     variant_moments,
     winsorize_units,
 )
 from abtest.comparison import Comparison, compare, decide
 from abtest.config import Experiment, ExperimentsConfig
+from abtest.timeline import NoveltyCheck, TimelinePoint, daily_timeline
 from abtest.verdict import Verdict, verdicts
 
 MOMENT_COLUMNS = VALUE_COLUMNS + PRE_COLUMNS
-
-
-@dataclass
-class TimelinePoint:
-    day: int
-    metric: str
-    variant: str
-    n: int
-    rel_lift: float
-    ci: tuple[float, float]
-    seq_ci: tuple[float, float]
-    seq_p_value: float
 
 
 @dataclass
@@ -67,6 +55,7 @@ class Readout:
     valid: bool
     comparisons: list[Comparison]
     timeline: list[TimelinePoint] = field(default_factory=list)
+    novelty: list[NoveltyCheck] = field(default_factory=list)
     winsor_caps: list[dict[str, Any]] = field(default_factory=list)
     dropped_multi_variant_units: int = 0
     primary_metric: str | None = None
@@ -183,8 +172,9 @@ def analyze(
         c.sequential_decision = decide(c, c.seq_p_value, a.alpha, valid)
 
     points: list[TimelinePoint] = []
+    novelty: list[NoveltyCheck] = []
     if timeline and e.analysis.sequential.enabled:
-        points = _timeline(exposures, outcomes, units, e, config, start, end)
+        points, novelty = daily_timeline(exposures, outcomes, units, e, config, start, end)
 
     return Readout(
         experiment=e.name,
@@ -200,6 +190,7 @@ def analyze(
         valid=valid,
         comparisons=comps,
         timeline=points,
+        novelty=novelty,
         winsor_caps=[asdict(c) for c in caps],
         dropped_multi_variant_units=dropped,
         primary_metric=e.primary_metric,
@@ -208,79 +199,6 @@ def analyze(
         verdicts=verdicts(comps, e.primary_metric, valid, a.target_lift),
         target_lift=a.target_lift,
     )
-
-
-def _timeline(
-    exposures: pl.LazyFrame,
-    outcomes: pl.LazyFrame,
-    units: pl.DataFrame,
-    e: Experiment,
-    config: ExperimentsConfig,
-    start: datetime,
-    end: datetime | None,
-) -> list[TimelinePoint]:
-    """Cumulative relative lift per day: fixed-horizon CI, confidence sequence (running intersection)
-    and always-valid p-value (running minimum), each look using the data up to that day.
-
-    polars computes the (unit, day) increments once; the per-day totals are then running sums
-    in numpy (one pass per day over that day's rows), winsorized and reduced to Moments."""
-    a = e.analysis
-    side = units.select("unit_id", "variant", *[c for c in PRE_COLUMNS if c in units.columns]).with_row_index("__idx")
-    incr = (
-        daily_unit_increments(exposures, outcomes, e.name, start, end, units.select("unit_id", "first_exposure"))
-        .join(side.lazy().select("unit_id", "__idx"), on="unit_id", how="inner")
-        .sort("day")
-        .collect(engine="streaming")
-    )
-    if incr.height == 0:
-        return []
-    n = side.height
-    value_cols = ("requests", "impressions", "clicks", "orders", "gmv")
-    pre_cols = [c for c in PRE_COLUMNS if c in side.columns]
-    pre = side.select(pre_cols).to_numpy().astype(np.float64) if pre_cols else np.zeros((n, 0))
-    vnames = [x.name for x in e.variants]
-    variants = side.get_column("variant").replace_strict({v: i for i, v in enumerate(vnames)}, default=-1, return_dtype=pl.Int32).to_numpy()
-    idx_all = incr.get_column("__idx").to_numpy()
-    inc_all = incr.select(value_cols).to_numpy().astype(np.float64)
-    day_all = incr.get_column("day").to_numpy()
-    bounds = np.searchsorted(day_all, np.arange(int(day_all.max()) + 2))
-    totals = np.zeros((n, len(value_cols)))
-    w = a.winsorize
-    capped = [c for name in (w.columns if w else []) for c in (name, f"pre_{name}")]
-    names = [*value_cols, "converted", *pre_cols]
-    metrics = config.metric_defs
-    running: dict[tuple[str, str], tuple[float, float, float]] = {}
-    out: list[TimelinePoint] = []
-    for day in range(int(day_all.max()) + 1):
-        lo, hi = bounds[day], bounds[day + 1]
-        if hi > lo:
-            for j in range(len(value_cols)):
-                totals[:, j] += np.bincount(idx_all[lo:hi], weights=inc_all[lo:hi, j], minlength=n)
-        seen = totals[:, 0] > 0
-        if not seen.any():
-            continue
-        z = np.column_stack([totals[seen], (totals[seen, 3] > 0).astype(np.float64), pre[seen]])
-        if w is not None and (w.upper is not None or w.lower is not None):
-            for c in capped:
-                if c in names:
-                    k = names.index(c)
-                    z[:, k] = stats.winsorize(z[:, k], w.upper, w.lower, w.nonzero_only)
-        v_seen = variants[seen]
-        arms = {vnames[i]: stats.Moments.from_array(names, z[v_seen == i]) for i in range(len(vnames)) if np.any(v_seen == i)}
-        if e.control not in arms or arms[e.control].n < 2:
-            continue
-        for mname in e.metrics:
-            for v in (x.name for x in e.variants):
-                if v == e.control or v not in arms or arms[v].n < 2:
-                    continue
-                c = compare(arms, metrics[mname], e.control, v, a)
-                if not (np.isfinite(c.rel_lift) and all(np.isfinite(c.seq_ci))):
-                    continue
-                lo_cs, hi_cs, p = running.get((mname, v), (-np.inf, np.inf, 1.0))
-                lo_cs, hi_cs, p = max(lo_cs, c.seq_ci[0]), min(hi_cs, c.seq_ci[1]), min(p, c.seq_p_value)
-                running[(mname, v)] = (lo_cs, hi_cs, p)
-                out.append(TimelinePoint(day, mname, v, c.n_treatment + c.n_control, c.rel_lift, c.rel_ci, (lo_cs, hi_cs), p))
-    return out
 
 
 def readout_from_dir(config: ExperimentsConfig, experiment: str, directory, **kwargs) -> Readout:
@@ -296,4 +214,4 @@ def readout_from_dir(config: ExperimentsConfig, experiment: str, directory, **kw
     return analyze(config, experiment, exposures, outcomes, simulation=simulation, **kwargs)
 
 
-__all__ = ["Comparison", "Readout", "TimelinePoint", "analyze", "compare", "readout_from_dir"]
+__all__ = ["Comparison", "NoveltyCheck", "Readout", "TimelinePoint", "analyze", "compare", "readout_from_dir"]

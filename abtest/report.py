@@ -166,6 +166,10 @@ def timeline_svg(points: list[TimelinePoint], title: str, width: int = 560, heig
     for k in (0, 1):
         parts.append("<polyline fill='none' stroke='#3b5bdb' stroke-dasharray='4,3' points='" + " ".join(f"{x(d):.1f},{y(p.ci[k]):.1f}" for d, p in zip(days, pts)) + "'/>")
     parts.append("<polyline fill='none' stroke='#1d2330' stroke-width='2' points='" + " ".join(f"{x(d):.1f},{y(p.rel_lift):.1f}" for d, p in zip(days, pts)) + "'/>")
+    for d, p in zip(days, pts):  # that day's lift alone (clipped to the view)
+        if math.isfinite(p.daily_rel_lift):
+            parts.append(f"<circle cx='{x(d):.1f}' cy='{y(p.daily_rel_lift):.1f}' r='3' fill='#e8590c' fill-opacity='0.8'>"
+                         f"<title>day {d}: {_pct(p.daily_rel_lift)} {_ci(p.daily_ci)} (that day only)</title></circle>")
     parts.append(f"<line x1='{left}' x2='{width - right}' y1='{y(0):.1f}' y2='{y(0):.1f}' stroke='#333' stroke-dasharray='2,2'/>")
     parts.append("</svg>")
     return "".join(parts)
@@ -275,8 +279,15 @@ def render_html(r: Readout) -> str:
                + "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in LEGEND.items()) + "</dl>")
     out.append("<h2>Forest plot</h2>" + forest_svg(r.comparisons))
     if r.timeline:
-        out.append("<h2>Cumulative lift over time</h2><p class='small'>Line: cumulative relative lift; dashed: fixed-horizon 95% CI at that look (not valid under peeking); "
-                   "band: always-valid confidence sequence (running intersection).</p><div class='grid'>")
+        out.append("<h2>Lift over time</h2><p class='small'>Line: cumulative relative lift; dashed: fixed-horizon 95% CI at that look (not valid under peeking); "
+                   "band: always-valid confidence sequence (running intersection); orange dots: the lift on that day's activity alone.</p>")
+        for nv in r.novelty:
+            verdict = e(nv.note) if nv.changed else (f"{e(nv.metric)} \u00b7 {e(nv.variant)}: no change of the effect between days "
+                                                    f"{nv.early_days[0]}-{nv.early_days[1]} ({_pct(nv.early_lift)}) and "
+                                                    f"{nv.late_days[0]}-{nv.late_days[1]} ({_pct(nv.late_lift)}), p = {_p(nv.change_p_value)}")
+            label = "\u26a0 novelty check: " if nv.changed else "Novelty check: "
+            out.append(f"<p class='small'>{label}{verdict}</p>")
+        out.append("<div class='grid'>")
         order = {c.metric: i for i, c in reversed(list(enumerate(r.comparisons)))}
         keys = sorted({(p.metric, p.variant) for p in r.timeline}, key=lambda k: (order.get(k[0], len(order)), k[1]))
         for m, v in keys:
