@@ -34,6 +34,7 @@ from abtest.aggregate import (
 )
 from abtest.comparison import Comparison, compare, decide
 from abtest.config import Experiment, ExperimentsConfig
+from abtest.segments import Heterogeneity, segment_breakdown
 from abtest.timeline import NoveltyCheck, TimelinePoint, daily_timeline
 from abtest.verdict import Verdict, verdicts
 
@@ -56,6 +57,8 @@ class Readout:
     comparisons: list[Comparison]
     timeline: list[TimelinePoint] = field(default_factory=list)
     novelty: list[NoveltyCheck] = field(default_factory=list)
+    segments: list[Comparison] = field(default_factory=list)
+    heterogeneity: list[Heterogeneity] = field(default_factory=list)
     winsor_caps: list[dict[str, Any]] = field(default_factory=list)
     dropped_multi_variant_units: int = 0
     primary_metric: str | None = None
@@ -112,8 +115,9 @@ def analyze(
     end: datetime | None = None,
     timeline: bool = True,
     simulation: dict[str, Any] | None = None,
+    attributes: pl.DataFrame | None = None,
 ) -> Readout:
-    """Read out ``experiment`` from the logged events."""
+    """Read out ``experiment`` from the logged events (``attributes``: unit_id + segment columns)."""
     layer, e = config.find(experiment)
     a = e.analysis
     exposures = exposures.lazy() if isinstance(exposures, pl.DataFrame) else exposures
@@ -171,6 +175,8 @@ def analyze(
         c.decision = decide(c, c.p_adjusted if c.role == "metric" else c.p_value, a.alpha, valid)
         c.sequential_decision = decide(c, c.seq_p_value, a.alpha, valid)
 
+    cells, het = segment_breakdown(units, e, config, MOMENT_COLUMNS, attributes, valid) if e.segments else ([], [])
+
     points: list[TimelinePoint] = []
     novelty: list[NoveltyCheck] = []
     if timeline and e.analysis.sequential.enabled:
@@ -191,6 +197,8 @@ def analyze(
         comparisons=comps,
         timeline=points,
         novelty=novelty,
+        segments=cells,
+        heterogeneity=het,
         winsor_caps=[asdict(c) for c in caps],
         dropped_multi_variant_units=dropped,
         primary_metric=e.primary_metric,

@@ -85,7 +85,9 @@ class Comparison:
     """ok | not enough data | not computable."""
     reasons: list[str] = field(default_factory=list)
     role: str = "metric"
-    """metric | guardrail."""
+    """metric | guardrail | segment."""
+    segment: str | None = None
+    """"dimension=value" for a segment breakdown cell."""
     margin: float | None = None
     higher_is_better: bool = True
     p_adjusted: float = NAN

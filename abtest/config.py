@@ -173,6 +173,9 @@ class Experiment(BaseModel):
     metrics: list[str] = Field(default_factory=lambda: ["ctr", "gmv_per_user", "conversion", "aov"])
     primary_metric: str | None = None
     guardrails: list[Guardrail] = Field(default_factory=list)
+    segments: list[str] = Field(default_factory=list)
+    """Dimensions to break the lifts down by (abtest/segments.py: built-in pre-period dimensions or
+    columns of the unit attributes)."""
     start: datetime | None = None
     end: datetime | None = None
     enabled: bool = True

@@ -238,6 +238,26 @@ def _details_table(rows: list[Comparison]) -> str:
     return "".join(out)
 
 
+def _segment_table(r: Readout) -> str:
+    e = html.escape
+    out = []
+    for h in r.heterogeneity:
+        if h.differs:
+            out.append(f"<p class='small'>\u26a0 The {e(h.metric)} lift differs across {e(h.dimension)} (Cochran's Q = {h.q:.1f}, "
+                       f"Holm-adjusted p = {_p(h.p_adjusted)}): read the segments below.</p>")
+    if not any(h.differs for h in r.heterogeneity):
+        out.append("<p class='small'>No dimension shows a lift that differs between its segments (Cochran's Q, Holm-adjusted); "
+                   "differences between segment rows below are within noise.</p>")
+    out.append("<table><tr>" + _th("segment", "", "l") + _th("metric", "", "l") + _th("units C / T", "") + _th("lift [95% CI]")
+               + "<th title='Benjamini-Hochberg over all segment cells'>p (BH)</th>" + _th("decision", cls="l") + "</tr>")
+    for c in r.segments:
+        out.append(f"<tr><td class='l'>{e(c.segment or '')}</td><td class='l'>{e(c.metric)} \u00b7 {e(c.variant)}</td>"
+                   f"<td class='n'>{c.n_control:,} / {c.n_treatment:,}</td><td class='n'>{_pct(c.rel_lift)} {_ci(c.rel_ci)}</td>"
+                   f"<td class='n'>{_p(c.p_adjusted)}</td><td class='l {_decision_class(c.decision)}'>{e(c.decision)}</td></tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
 def render_html(r: Readout) -> str:
     e = html.escape
     out = [f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
@@ -270,6 +290,8 @@ def render_html(r: Readout) -> str:
     out.append("<h2>Metrics</h2>" + _metric_table(metrics))
     if guards:
         out.append("<h2>Guardrails</h2>" + _metric_table(guards))
+    if r.segments:
+        out.append("<h2>Segments</h2>" + _segment_table(r))
     reasons = [(c, x) for c in r.comparisons for x in c.reasons]
     if reasons:
         out.append("<ul class='small'>" + "".join(f"<li>{e(c.metric)} \u00b7 {e(c.variant)}: {e(x)}</li>" for c, x in reasons) + "</ul>")
