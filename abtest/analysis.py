@@ -34,6 +34,7 @@ from abtest.aggregate import (
 )
 from abtest.comparison import Comparison, compare, decide
 from abtest.config import Experiment, ExperimentsConfig
+from abtest.quantiles import QuantileComparison, quantile_readout
 from abtest.segments import Heterogeneity, segment_breakdown
 from abtest.timeline import NoveltyCheck, TimelinePoint, daily_timeline
 from abtest.verdict import Verdict, verdicts
@@ -58,6 +59,7 @@ class Readout:
     timeline: list[TimelinePoint] = field(default_factory=list)
     novelty: list[NoveltyCheck] = field(default_factory=list)
     segments: list[Comparison] = field(default_factory=list)
+    quantiles: list[QuantileComparison] = field(default_factory=list)
     heterogeneity: list[Heterogeneity] = field(default_factory=list)
     winsor_caps: list[dict[str, Any]] = field(default_factory=list)
     dropped_multi_variant_units: int = 0
@@ -175,6 +177,7 @@ def analyze(
         c.decision = decide(c, c.p_adjusted if c.role == "metric" else c.p_value, a.alpha, valid)
         c.sequential_decision = decide(c, c.seq_p_value, a.alpha, valid)
 
+    quants = quantile_readout(outcomes, units, start, end, e.quantiles, e.control, names, a.alpha) if e.quantiles else []
     cells, het = segment_breakdown(units, e, config, MOMENT_COLUMNS, attributes, valid) if e.segments else ([], [])
 
     points: list[TimelinePoint] = []
@@ -198,6 +201,7 @@ def analyze(
         timeline=points,
         novelty=novelty,
         segments=cells,
+        quantiles=quants,
         heterogeneity=het,
         winsor_caps=[asdict(c) for c in caps],
         dropped_multi_variant_units=dropped,

@@ -173,6 +173,8 @@ class Experiment(BaseModel):
     metrics: list[str] = Field(default_factory=lambda: ["ctr", "gmv_per_user", "conversion", "aov"])
     primary_metric: str | None = None
     guardrails: list[Guardrail] = Field(default_factory=list)
+    quantiles: list[float] = Field(default_factory=list)
+    """Order-value quantiles to read out (e.g. [0.5, 0.9]: median and p90 order value; abtest/quantiles.py)."""
     segments: list[str] = Field(default_factory=list)
     """Dimensions to break the lifts down by (abtest/segments.py: built-in pre-period dimensions or
     columns of the unit attributes)."""
@@ -181,6 +183,13 @@ class Experiment(BaseModel):
     enabled: bool = True
     analysis: Analysis = Field(default_factory=Analysis)
     description: str = ""
+
+    @field_validator("quantiles")
+    @classmethod
+    def _quantiles(cls, v: list[float]) -> list[float]:
+        if any(not 0 < q < 1 for q in v):
+            raise ValueError(f"quantiles must lie strictly between 0 and 1, got {v}")
+        return v
 
     @field_validator("buckets")
     @classmethod

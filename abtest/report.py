@@ -238,6 +238,22 @@ def _details_table(rows: list[Comparison]) -> str:
     return "".join(out)
 
 
+def _quantile_table(r: Readout) -> str:
+    e = html.escape
+    out = ["<table><tr>" + _th("quantile", "", "l") + _th("orders C / T", "") + _th("control / treatment") + _th("lift [95% CI]")
+           + "<th title='z-test of the difference, standard errors from the clustered (per-user) interval of each quantile'>p</th>"
+           + _th("decision", cls="l") + "</tr>"]
+    for q in r.quantiles:
+        decision = "invalid (SRM)" if not r.valid else q.status if q.status != "ok" else (
+            "inconclusive" if not q.p_value < r.alpha else "higher" if q.abs_lift > 0 else "lower")
+        out.append(f"<tr><td class='l' title='{e(q.reason)}'>{e(q.name)} \u00b7 {e(q.variant)}</td><td class='n'>{q.n_orders[0]:,} / {q.n_orders[1]:,}</td>"
+                   f"<td class='n'>{_num(q.control_value)} / {_num(q.treatment_value)}</td><td class='n'>{_pct(q.rel_lift)} {_ci(q.rel_ci)}</td>"
+                   f"<td class='n'>{_p(q.p_value)}</td><td class='l'>{e(decision)}</td></tr>")
+    out.append("</table><p class='small'>Quantiles of the order values; intervals account for users ordering more than once "
+               "(delta method on the share of orders below the quantile, Deng et al. 2018).</p>")
+    return "".join(out)
+
+
 def _segment_table(r: Readout) -> str:
     e = html.escape
     out = []
@@ -290,6 +306,8 @@ def render_html(r: Readout) -> str:
     out.append("<h2>Metrics</h2>" + _metric_table(metrics))
     if guards:
         out.append("<h2>Guardrails</h2>" + _metric_table(guards))
+    if r.quantiles:
+        out.append("<h2>Order-value quantiles</h2>" + _quantile_table(r))
     if r.segments:
         out.append("<h2>Segments</h2>" + _segment_table(r))
     reasons = [(c, x) for c in r.comparisons for x in c.reasons]
