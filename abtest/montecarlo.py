@@ -45,9 +45,10 @@ def draw_units(rng: np.random.Generator, sims: int, n: int, lift: float = 0.0, b
     return out
 
 
-def winsorize_pooled(c: np.ndarray, t: np.ndarray, upper: float = 0.999) -> None:
+def winsorize_pooled(c: np.ndarray, t: np.ndarray, upper: float = 0.995) -> None:
     """In place: cap gmv and pre_gmv of each simulated experiment at the pooled non-zero percentile
-    (``stats.winsor_bounds``, as ``aggregate.winsorize_units`` does on logged events)."""
+    (``stats.winsor_bounds``, as ``aggregate.winsorize_units`` does on logged events; the default cap is
+    the readout's default, ``config.Winsorize.upper``)."""
     for col in (COLUMNS.index("gmv"), COLUMNS.index("pre_gmv")):
         for s in range(c.shape[0]):
             _, hi = stats.winsor_bounds(np.concatenate([c[s, :, col], t[s, :, col]]), upper=upper, nonzero_only=True)

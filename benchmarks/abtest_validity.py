@@ -7,7 +7,7 @@ go through ``comparison.compare`` exactly as a readout does. Tables (rate +- Mon
 
 1. A/A false-positive rate of the decision test (target 5 +- 1%) and 95% coverage at a true +5% lift
    (target 95 +- 1.5%), for GMV per user, CTR and AOV at 1,000 and 10,000 users per arm, with and
-   without CUPED and winsorization (the 99.9th percentile of the non-zero values, pooled);
+   without CUPED and winsorization (the readout's default cap: the 99.5th percentile of the non-zero values, pooled);
 2. the sequential test: A/A false positives over 14 daily looks (target <= 5%);
 3. power at +5% next to the calculator's prediction (abtest/power.py, from the per-unit variances of
    a large pilot draw).

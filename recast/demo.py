@@ -50,7 +50,8 @@ def _print_readout(report: dict) -> None:
         shown = "n/a" if lift is None else f"{lift:+.2%}"
         interval = "" if None in ci else f" CI [{ci[0]:+.2%}, {ci[1]:+.2%}]"
         detectable = "" if mde is None else f" (detectable: \u00b1{mde:.1%})"
-        print(f"   {row['metric']:>14} {row['variant']}: lift {shown}{interval}{detectable} -> {row['decision']}")
+        role = " (guardrail)" if row.get("role") == "guardrail" else ""
+        print(f"   {row['metric']:>14} {row['variant']}{role}: lift {shown}{interval}{detectable} -> {row['decision']}")
     print(f"   report: {report.get('html')}")
 
 
