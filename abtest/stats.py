@@ -19,8 +19,8 @@ Conventions
   both arms pooled (as GrowthBook/Eppo do). For ratio metrics Y and X are the
   linearised (influence-function) ratios, so the same formula applies.
 
-This module holds the fixed-horizon side (moments, delta method, CUPED, Welch tests,
-sample size, SRM, winsorization). The readouts that build on it live in their own
+This module holds the fixed-horizon side (moments, delta method, CUPED, Welch tests, Fieller,
+SRM, winsorization); power and sample size live in abtest/power.py. The readouts that build on it live in their own
 modules and are re-exported here, so ``abtest.stats`` stays the one import path:
 abtest/sequential.py (mSPRT), abtest/multiple_testing.py (Holm, BH) and
 abtest/bayes.py (Bayesian readout).
@@ -325,12 +325,6 @@ def welch_t_test(t: Estimate, c: Estimate, alpha: float = 0.05, relative: bool =
         est, var = absolute_lift(t.value, t.variance, c.value, c.variance)
     df = welch_df(t.variance, t.n, c.variance, c.n)
     return t_test(est, var, df, alpha)
-
-
-def sample_size_per_arm(var_t: float, var_c: float, delta: float, alpha: float = 0.05, power: float = 0.8) -> float:
-    """Units per arm for a two-sided z-test to detect ``delta`` (per-unit variances)."""
-    z = sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(power)
-    return float(z * z * (var_t + var_c) / (delta * delta))
 
 
 # ---------------------------------------------------------------------------------------------
