@@ -10,7 +10,9 @@
    p-value and confidence sequence, the Bayesian readout;
 4. Holm or Benjamini-Hochberg across the secondary (metric, variant) comparisons (the primary metric
    is the pre-registered decision, tested at alpha); guardrails as non-inferiority checks; verdicts;
-5. the cumulative lift per day with fixed-horizon intervals and the confidence sequence.
+5. order-value quantiles and segment breakdowns when the experiment declares them;
+6. the cumulative and daily lift per day (fixed-horizon intervals, the confidence sequence) and the
+   novelty check (abtest/timeline.py).
 """
 
 from __future__ import annotations
@@ -155,11 +157,12 @@ def analyze(
     comps: list[Comparison] = []
     truth = (simulation or {}).get("true_relative_lift", {})
     roles = [(m, "metric", None) for m in e.metrics] + [(g.metric, "guardrail", g.margin) for g in e.guardrails]
+    # an arm without units still gets its comparisons, each "not computable" with the reason
+    empty = stats.Moments(0, MOMENT_COLUMNS, np.zeros(len(MOMENT_COLUMNS)), np.zeros((len(MOMENT_COLUMNS),) * 2))
     for mname, role, margin in roles:
         for v in names:
             if v == e.control:
                 continue
-            empty = stats.Moments(0, MOMENT_COLUMNS, np.zeros(len(MOMENT_COLUMNS)), np.zeros((len(MOMENT_COLUMNS),) * 2))
             c = compare({e.control: arms.get(e.control, empty), v: arms.get(v, empty)}, metrics[mname], e.control, v, a)
             c.role, c.margin = role, margin
             if isinstance(truth.get(v), dict) and mname in truth[v]:
@@ -173,7 +176,6 @@ def analyze(
     for c in comps:
         if c.role == "metric" and c.metric == e.primary_metric:
             c.p_adjusted = c.p_value
-    for c in comps:
         c.decision = decide(c, c.p_adjusted if c.role == "metric" else c.p_value, a.alpha, valid)
         c.sequential_decision = decide(c, c.seq_p_value, a.alpha, valid)
 

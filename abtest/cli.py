@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -147,12 +148,12 @@ def cmd_power(args: argparse.Namespace, s) -> None:
 
     kw = dict(alpha=args.alpha)
     if args.mean is not None:
-        if args.sd is None:
-            raise SystemExit("--mean needs --sd (the per-user standard deviation of the metric)")
+        if args.sd is None or args.sd <= 0 or args.mean == 0 or args.lift == 0:
+            raise SystemExit("--mean needs --sd > 0 (the per-user standard deviation of the metric); mean and --lift must be non-zero")
         out: dict[str, Any] = {
             "lift": args.lift, "alpha": args.alpha, "power": args.power, "variance_reduction": args.variance_reduction,
-            "users_per_arm": round(power.sample_size_per_arm(args.mean, args.sd, args.lift, power=args.power,
-                                                             variance_reduction=args.variance_reduction, **kw)),
+            "users_per_arm": math.ceil(power.sample_size_per_arm(args.mean, args.sd, args.lift, power=args.power,
+                                                                 variance_reduction=args.variance_reduction, **kw)),
         }
         if args.users:
             out["at_users_per_arm"] = args.users
@@ -174,7 +175,7 @@ def cmd_power(args: argparse.Namespace, s) -> None:
         "experiment": args.experiment, "lift": args.lift, "alpha": args.alpha, "power": args.power, "units": r.units,
         "metrics": [
             {"metric": c.metric, "variant": c.variant, "cuped": c.cuped, "variance_reduction": c.variance_reduction,
-             "mde_now": c.mde, "users_needed_per_arm": None if c.users_needed_per_arm != c.users_needed_per_arm else round(c.users_needed_per_arm),
+             "mde_now": c.mde, "users_needed_per_arm": round(c.users_needed_per_arm) if math.isfinite(c.users_needed_per_arm) else None,
              "users_more_per_arm": c.users_more_per_arm}
             for c in r.comparisons
         ],
@@ -185,7 +186,6 @@ def cmd_holdout(args: argparse.Namespace, s) -> None:
     from datetime import datetime
 
     from abtest.analysis import json_safe
-
     from abtest.events import scan_events
     from abtest.holdout import NAME, analyze_holdout
     from abtest.report import write_report
@@ -208,7 +208,7 @@ def cmd_holdout(args: argparse.Namespace, s) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add this area's subcommands; commands import their modules lazily."""
-    p = subparsers.add_parser("abtest", help="A/B experiments: validate config, assign, simulate, report, power",
+    p = subparsers.add_parser("abtest", help="A/B experiments: validate config, assign, simulate, report, power, holdout",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="abtest_command", required=True, metavar="ACTION")
 
