@@ -317,7 +317,7 @@ def render_html(r: Readout) -> str:
                + _details_table(r.comparisons) + "</details>")
     out.append("<h3 class='small'>What the columns mean</h3><dl class='legend'>"
                + "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in LEGEND.items()) + "</dl>")
-    out.append("<h2>Forest plot</h2>" + forest_svg(r.comparisons))
+    out.append("<h2>Forest plot</h2>" + forest_svg(metrics))
     if r.timeline:
         out.append("<h2>Lift over time</h2><p class='small'>Line: cumulative relative lift; dashed: fixed-horizon 95% CI at that look (not valid under peeking); "
                    "band: always-valid confidence sequence (running intersection); orange dots: the lift on that day's activity alone.</p>")
