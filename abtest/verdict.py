@@ -77,8 +77,8 @@ def verdict_for(c: Comparison, guardrails: list[Comparison], valid: bool, target
         return out("ship", f"SHIP {c.variant}: {name} improved, {_effect(c)}.")
     if more:
         return out("keep running", f"KEEP RUNNING: {name} {_effect(c)}, inconclusive; {needs} ({_mde(c)}).")
-    return out("don't ship", f"DON'T SHIP {c.variant} for {name}: no effect of \u00b1{target_lift:.0%} or more "
-                             f"({_effect(c)}; {_mde(c)}).")
+    return out("don't ship", f"DON'T SHIP {c.variant} for {name}: no effect found although the sample could detect "
+                             f"\u00b1{target_lift:.0%} ({_effect(c)}; {_mde(c)}).")
 
 
 def verdicts(comparisons: list[Comparison], primary: str | None, valid: bool, target_lift: float) -> list[Verdict]:

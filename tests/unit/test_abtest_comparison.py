@@ -196,3 +196,27 @@ def test_guardrail_decisions():
     bad = compare({"c": base, "t": worse}, metric("ctr"), "c", "t", a)
     bad.margin = 0.05
     assert guardrail_decision(bad) == "harm"
+
+
+def test_verdict_lines():
+    from abtest.verdict import verdict_for
+
+    rng = np.random.default_rng(9)
+    a = Analysis(min_nonzero_per_arm=0, cuped=False)
+    base = arm(4000, rng)
+    same = compare({"c": base, "t": base}, metric("gmv_per_user"), "c", "t", a)
+    same.decision = "inconclusive"
+    keep = verdict_for(same, [], True, 0.05)
+    assert keep.verdict == "keep running" and f"{same.users_more_per_arm:,} more users per arm" in keep.headline
+    assert verdict_for(same, [], False, 0.05).verdict == "invalid"
+    done = compare({"c": base, "t": base}, metric("gmv_per_user"), "c", "t", a.model_copy(update={"target_lift": 10.0}))
+    done.decision = "inconclusive"
+    assert verdict_for(done, [], True, 10.0).verdict == "don't ship"  # the sample could see a 1000% effect: none there
+    win = compare({"c": base, "t": base}, metric("gmv_per_user"), "c", "t", a)
+    win.decision = "significant improvement"
+    harmed = compare({"c": base, "t": base}, metric("conversion"), "c", "t", a)
+    harmed.decision, harmed.role = "harm", "guardrail"
+    assert verdict_for(win, [], True, 0.05).verdict == "ship"
+    assert verdict_for(win, [harmed], True, 0.05).verdict == "don't ship"
+    harmed.decision = "not yet shown non-inferior"
+    assert verdict_for(win, [harmed], True, 0.05).verdict == "keep running"
