@@ -51,7 +51,7 @@ def test_cli_simulate_then_report(home):
     assert rep["verdicts"][0]["verdict"] in {"ship", "don't ship", "keep running"} and rep["verdicts"][0]["mde"] > 0
     assert any(c["role"] == "guardrail" for c in doc["comparisons"])
     html = Path(rep["html"]).read_text()
-    assert "SIMULATED DATA" in html and "Forest plot" in html and "Cumulative lift over time" in html
+    assert "SIMULATED DATA" in html and "Forest plot" in html and "Lift over time" in html and "Order-value quantiles" in html
     assert "SAMPLE RATIO MISMATCH" not in html
 
 
