@@ -139,8 +139,7 @@ def _not_computable(arms, metric: MetricDef, control: str, variant: str) -> str 
     return None
 
 
-def compare(arms: dict[str, stats.Moments], metric: MetricDef, control: str, variant: str, a: Analysis,
-            tuning_n: int | None = None) -> Comparison:
+def compare(arms: dict[str, stats.Moments], metric: MetricDef, control: str, variant: str, a: Analysis) -> Comparison:
     """All statistics of one metric for one treatment against control, from per-arm Moments."""
     mc, mt = arms[control], arms[variant]
     reasons: list[str] = []
@@ -178,28 +177,24 @@ def compare(arms: dict[str, stats.Moments], metric: MetricDef, control: str, var
     raw_rel, raw_ci = _relative(tu, cu, plain_t.variance, plain_c.variance, 0.0,
                                 stats.critical_value(stats.welch_df(plain_t.variance, mt.n, plain_c.variance, mc.n), a.alpha))
     if adjusted and a.cuped_relative == "gbstats":
+        # (plain_C + adjusted difference) / plain_C: numerator and denominator share the control arm
         c_ap = stats.adjusted_plain_covariance(mc, metric.kind, cols, cov_cols, theta)
-        num, v_num, cov_nd = cu + diff, plain_c.variance + v - 2 * c_ap, plain_c.variance - c_ap
-        rel, rel_ci = _relative(num, cu, v_num, plain_c.variance, cov_nd, crit)
+        num, v_num, den, v_den, cov_nd = cu + diff, plain_c.variance + v - 2 * c_ap, cu, plain_c.variance, plain_c.variance - c_ap
         rel_var = stats.relative_lift(tu, est_t.variance, cu, est_c.variance)[1] if cu else NAN
     else:
-        num, v_num, cov_nd = est_t.value, est_t.variance, 0.0
-        den, v_den = est_c.value, est_c.variance
-        rel, rel_ci = _relative(num, den, v_num, v_den, cov_nd, crit)
+        num, v_num, den, v_den, cov_nd = est_t.value, est_t.variance, est_c.value, est_c.variance, 0.0
         rel_var = stats.relative_lift(num, v_num, den, v_den)[1] if den else NAN
+    rel, rel_ci = _relative(num, den, v_num, v_den, cov_nd, crit)
     if not adjusted:
         raw_rel, raw_ci = rel, rel_ci
 
     # sequential: mSPRT on the absolute scale; relative confidence sequence by Fieller at its critical value
     seq_p, seq_ci = 1.0, (NAN, NAN)
     if v > 0:
-        tau2 = float(stats.tau2_for_horizon(v, mt.n + mc.n, tuning_n or a.sequential.tuning_n, a.alpha))
+        tau2 = float(stats.tau2_for_horizon(v, mt.n + mc.n, a.sequential.tuning_n, a.alpha))
         seq_p = float(stats.msprt_pvalue(diff, v, tau2))
         k_seq = float(stats.msprt_halfwidth(v, tau2, a.alpha)) / math.sqrt(v)
-        if adjusted and a.cuped_relative == "gbstats":
-            seq_ci = _relative(num, cu, v_num, plain_c.variance, cov_nd, k_seq)[1]
-        else:
-            seq_ci = _relative(num, est_c.value, v_num, est_c.variance, 0.0, k_seq)[1]
+        seq_ci = _relative(num, den, v_num, v_den, cov_nd, k_seq)[1]
 
     bayes = None
     if math.isfinite(rel_var) and rel_var > 0 and math.isfinite(rel):
