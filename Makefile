@@ -10,7 +10,7 @@ NODE_DIR := .node
 TORCHREC_VERSION := 1.8.0
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test test-unit install node clean stack-down help
+.PHONY: demo test test-unit install node browser clean stack-down help
 
 help:
 	@echo "make demo   - fetch data, build features, train DLF, export, start Triton + gateway, score users"
@@ -41,10 +41,16 @@ install: $(VENV)/.installed $(TRITON_VENV)/.installed
 demo: install
 	$(VENV)/bin/recast demo
 
-test: install node
+# headless Chromium (Debian package) renders the A/B report in tests/unit/test_abtest_report_browser.py
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null || $(SUDO) apt-get install -y -q chromium || \
+		($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
+
+test: install node browser
 	$(VENV)/bin/python -m pytest -q tests
 
-test-unit: install
+test-unit: install browser
 	$(VENV)/bin/python -m pytest -q tests/unit
 
 stack-down:
