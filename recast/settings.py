@@ -24,6 +24,9 @@ from pydantic_settings import (
 
 
 class DataSettings(BaseModel):
+    dataset: str = "movielens-100k"
+    """What `recast features build` builds: a built-in name (movielens-100k, criteo,
+    ratings-csv) or a dataset description YAML file (features/dataset.py)."""
     dir: Path = Path("data")
     """Raw downloads and caches (never committed)."""
     features_dir: Path = Path("data/features")

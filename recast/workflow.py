@@ -17,13 +17,25 @@ from typing import Any
 from recast.settings import Settings
 
 
-def build_features(settings: Settings, force: bool = False) -> dict[str, Any]:
+def build_features(settings: Settings, force: bool = False, dataset: str | None = None) -> dict[str, Any]:
+    """Offline store of ``dataset`` (default ``settings.data.dataset``) and, when it has user
+    and item ids, the Feast repository over it."""
+    from features.builder import build_dataset
+    from features.dataset import MOVIELENS, load_description
     from features.feast_repo import ensure_feature_store
-    from features.pipeline import build_features as build
+    from features.pipeline import build_features as build_movielens
 
-    result = build(settings, force=force)
-    ensure_feature_store(settings)
-    return {"features_dir": str(result.features_dir), "skipped": result.skipped, "meta": result.spec.meta}
+    dataset = dataset or settings.data.dataset
+    if dataset == MOVIELENS:
+        result = build_movielens(settings, force=force)
+    else:
+        description = load_description(dataset, settings.path(settings.data.dir))
+        result = build_dataset(description, settings.path(settings.data.features_dir), force=force)
+    servable = all(result.spec.by_entity(e) for e in ("user", "item"))  # type: ignore[arg-type]
+    if servable:
+        ensure_feature_store(settings)
+    return {"features_dir": str(result.features_dir), "skipped": result.skipped, "meta": result.spec.meta,
+            "feast": "ready" if servable else "skipped: the dataset has no user and item ids to serve by"}
 
 
 def run_dir(settings: Settings, model: str) -> Path:
