@@ -25,7 +25,7 @@ from typing import Any
 
 from recast.settings import Settings, get_settings
 
-MODELS = ("lr", "deepfm", "dcnv2", "finalmlp", "dlf", "dmoe")
+MODELS = ("lr", "deepfm", "dcnv2", "finalmlp", "dlf", "dlf_branch_softmax", "dmoe")
 
 
 def _parse_set(values: list[str]) -> dict[str, Any]:

@@ -43,19 +43,13 @@ def run_dir(settings: Settings, model: str) -> Path:
 
 
 def train_config(settings: Settings, model: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The model's recipe (training/recipes.py), then the settings that are set, then ``overrides``."""
+    from training.recipes import recipe
+
     t = settings.train
-    cfg = {
-        "model": model,
-        "epochs": t.epochs,
-        "batch_size": t.batch_size,
-        "lr": t.lr,
-        "embedding_lr": t.embedding_lr,
-        "embedding_dim": t.embedding_dim,
-        "patience": t.patience,
-        "seed": t.seed,
-    }
-    cfg.update(overrides or {})
-    return cfg
+    chosen = {k: v for k, v in {"epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr,
+                                "embedding_lr": t.embedding_lr, "embedding_dim": t.embedding_dim}.items() if v is not None}
+    return recipe(model, {**chosen, "patience": t.patience, "seed": t.seed, **(overrides or {})})
 
 
 def train_model(settings: Settings, model: str, overrides: dict[str, Any] | None = None, nproc: int = 1,

@@ -10,6 +10,8 @@ handle without the Loop/Sequence ops that ``EmbeddingBag`` would emit.
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import torch
 from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, PoolingType
@@ -43,7 +45,8 @@ def padded_to_kjt(spec: FeatureSpec, ids: torch.Tensor, mask: torch.Tensor) -> K
 class CTRModel(nn.Module):
     """EBC -> field embeddings [B, F, d] -> head logits [B]."""
 
-    def __init__(self, spec: FeatureSpec, head: nn.Module, device: torch.device | None = None) -> None:
+    def __init__(self, spec: FeatureSpec, head: nn.Module, device: torch.device | None = None,
+                 init_fn: Callable[[torch.Tensor], Any] | None = None) -> None:
         super().__init__()
         self.spec = spec
         self.names = spec.names
@@ -57,6 +60,7 @@ class CTRModel(nn.Module):
                     num_embeddings=f.vocab_size,
                     feature_names=[f.name],
                     pooling=PoolingType.MEAN if f.multi_valued else PoolingType.SUM,
+                    init_fn=init_fn,
                 )
                 for f in spec.sparse
             ],
