@@ -235,7 +235,8 @@ def train(
         probs, val_corr = predict(dmp, spec, val_data, cfg.eval_batch_size)
         val_auc, val_ll = roc_auc(val_data.labels.numpy(), probs), log_loss(val_data.labels.numpy(), probs)
         state["history"].append({"epoch": epoch, "train_loss": running or float("nan"), "val_auc": val_auc,
-                                 "val_logloss": val_ll, "val_expert_correlation": val_corr})
+                                 "val_logloss": val_ll, "val_expert_correlation": val_corr,
+                                 "lr": optimizers.dense.param_groups[0]["lr"]})
         state["epoch"] = epoch
         if np.isnan(val_auc):
             raise ValueError("the validation split has a single class: AUC is undefined, early stopping cannot work")
