@@ -185,6 +185,7 @@ def test_official_recipe_dense_tables_adam_l2_decay_and_selection(synthetic_feat
     table = best["state_dict"][f"ebc.embedding_bags.{table_name('user_id')}.weight"]
     assert table.std() < 0.05  # N(0, 1e-4) init, moved by Adam (not TorchRec's uniform init)
     assert (table != 0).all()
+    _check_export(tmp_path / "official" / "best.pt", tmp_path / "export", synthetic_features)  # attention exports too
 
 
 def test_recipe_switches_that_cannot_work_are_refused(synthetic_features: Path, tmp_path: Path) -> None:
