@@ -23,7 +23,7 @@ from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterCons
 from torchrec.distributed.types import ShardingType
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
-from training.optim import FUSED_EMBEDDING_OPTIMIZERS, check_fused_optimizer, fused_params
+from training.optim import FUSED_EMBEDDING_OPTIMIZERS, check_fused_optimizer
 from training.sparse import CTRModel, table_name
 
 def _free_port() -> int:
@@ -50,14 +50,14 @@ def shutdown_distributed() -> None:
 
 
 def wrap_model(model: CTRModel, embedding_optimizer: str = "adagrad", embedding_lr: float = 0.05,
-               embedding_update: str = "fused", embedding_l2: float = 0.0) -> DistributedModelParallel:
+               embedding_update: str = "fused") -> DistributedModelParallel:
     """DMP over the model: ``fused`` tables get FBGEMM's in-backward optimizer and a table-wise
     plan; ``dense`` tables are replicated ordinary parameters (training/optim.py says when to use which)."""
     device = torch.device("cpu")
     if embedding_update == "fused":
         check_fused_optimizer(embedding_optimizer, device)
         apply_optimizer_in_backward(FUSED_EMBEDDING_OPTIMIZERS[embedding_optimizer], model.ebc.parameters(),
-                                    fused_params(embedding_optimizer, embedding_lr, embedding_l2))
+                                    {"lr": embedding_lr})
         sharding, kernel = ShardingType.TABLE_WISE, EmbeddingComputeKernel.FUSED
     elif embedding_update == "dense":
         sharding, kernel = ShardingType.DATA_PARALLEL, EmbeddingComputeKernel.DENSE

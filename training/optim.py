@@ -4,9 +4,11 @@ Two ways to update embedding tables (``TrainConfig.embedding_update``):
 
 * ``"fused"``: TorchRec/FBGEMM's fused kernel updates the rows a batch touches
   inside the backward pass (table-wise sharded). Adagrad or SGD on CPU; Adam
-  (``EmbOptimType.ADAM``) only where FBGEMM has it, i.e. on CUDA. Embedding L2
-  is the kernel's weight decay on the touched rows, and gradient clipping can
-  only see the dense part (the table gradients never materialise).
+  (``EmbOptimType.ADAM``) only where FBGEMM has it, i.e. on CUDA. FBGEMM's CPU
+  kernels ignore weight decay, so embedding L2 is a penalty on the embeddings
+  the batch looked up, lambda/2 * mean_b sum_f ||e_bf||^2 (it reaches the rows a
+  batch touches, weighted by how often), and gradient clipping can only see the
+  dense part (the table gradients never materialise).
 * ``"dense"``: the tables are ordinary parameters (data-parallel, replicated),
   updated by a torch optimizer: the FuxiCTR recipe of the official DLF code
   exactly -- Adam on everything, the L2 penalty lambda/2 ||W||^2 over whole
@@ -67,13 +69,6 @@ def check_fused_optimizer(name: str, device: torch.device) -> None:
     if name == "adam" and device.type != "cuda":
         raise ValueError("fused Adam on embeddings (EmbOptimType.ADAM) needs a CUDA device; on CPU use "
                          "embedding_update=dense (Adam over whole tables, as FuxiCTR) or embedding_optimizer=adagrad")
-
-
-def fused_params(name: str, lr: float, l2: float) -> dict[str, Any]:
-    params: dict[str, Any] = {"lr": lr}
-    if l2:
-        params["weight_decay"] = l2
-    return params
 
 
 @dataclass
@@ -137,11 +132,16 @@ def build_optimizers(cfg: Any, named: Iterable[tuple[str, nn.Parameter]]) -> Opt
     return Optimizers(dense_opt, table_opt, clipped, tables)
 
 
-def l2_penalty(tables: list[nn.Parameter], l2: float) -> torch.Tensor | None:
+def l2_penalty(tables: list[torch.Tensor], l2: float) -> torch.Tensor | None:
     """FuxiCTR's embedding regulariser with p = 2: lambda / 2 * sum ||W||^2 over whole tables."""
     if not l2 or not tables:
         return None
     return (l2 / 2) * sum(t.pow(2).sum() for t in tables)
+
+
+def lookup_l2_penalty(field_emb: torch.Tensor, l2: float) -> torch.Tensor:
+    """The fused tables' stand-in: lambda / 2 * mean over the batch of sum_f ||e_bf||^2."""
+    return (l2 / 2) * field_emb.pow(2).sum(dim=(1, 2)).mean()
 
 
 def selection_metric(monitor: str, auc: float, logloss: float) -> float:

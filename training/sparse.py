@@ -67,11 +67,14 @@ class CTRModel(nn.Module):
             device=device,
         )
         self.head = head
+        self.last_field_emb: torch.Tensor | None = None
+        """The last training forward's field embeddings (the trainer's embedding penalty reads them)."""
 
     def forward(self, features: KeyedJaggedTensor, dense: torch.Tensor) -> torch.Tensor:
         pooled = self.ebc(features).to_dict()
-        field_emb = torch.stack([pooled[n] for n in self.names], dim=1)
-        return self.head(field_emb[..., : self.head_dim], dense)
+        field_emb = torch.stack([pooled[n] for n in self.names], dim=1)[..., : self.head_dim]
+        self.last_field_emb = field_emb if self.training else None
+        return self.head(field_emb, dense)
 
 
 class PaddedEmbedding(nn.Module):

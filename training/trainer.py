@@ -34,7 +34,15 @@ from training.data import CTRData, batches, load_split
 from training.distributed import gather_full_state, init_distributed, wrap_model
 from training.metrics import ExpertCorrelation, correlation_from_moments, log_loss, roc_auc
 from training.models import build_head, make_config
-from training.optim import Optimizers, build_optimizers, embedding_init_fn, l2_penalty, selection_metric, xavier_init
+from training.optim import (
+    Optimizers,
+    build_optimizers,
+    embedding_init_fn,
+    l2_penalty,
+    lookup_l2_penalty,
+    selection_metric,
+    xavier_init,
+)
 from training.sparse import CTRModel, padded_to_kjt
 
 
@@ -53,7 +61,7 @@ class TrainConfig:
     embedding_optimizer: str = "adagrad"
     embedding_lr: float = 0.05
     embedding_l2: float = 0.0
-    """Embedding regularisation (fused: weight decay on touched rows; dense: lambda/2 ||W||^2)."""
+    """Embedding L2 (dense: lambda/2 ||W||^2 over whole tables; fused: on the batch's lookups, training/optim.py)."""
     init: Literal["default", "xavier"] = "default"
     """Head init: PyTorch's defaults, or FuxiCTR's xavier-normal Linear weights and zero biases."""
     embedding_init_std: float | None = None
@@ -181,9 +189,15 @@ def train(
     if cfg.init == "xavier":
         xavier_init(head)
     model = CTRModel(spec, head, device=torch.device("meta"), init_fn=embedding_init_fn(cfg.embedding_init_std))
-    dmp = wrap_model(model, cfg.embedding_optimizer, cfg.embedding_lr, cfg.embedding_update, cfg.embedding_l2)
+    dmp = wrap_model(model, cfg.embedding_optimizer, cfg.embedding_lr, cfg.embedding_update)
     optimizers = build_optimizers(cfg, dmp.named_parameters())
-    regularise = cfg.embedding_update == "dense" and cfg.embedding_l2 > 0
+    def embedding_penalty() -> torch.Tensor | None:
+        if not cfg.embedding_l2:
+            return None
+        if cfg.embedding_update == "dense":
+            return l2_penalty(optimizers.tables, cfg.embedding_l2)
+        return lookup_l2_penalty(dmp.module.last_field_emb, cfg.embedding_l2)
+
     auxiliary_loss = getattr(_head(dmp), "auxiliary_loss", None)  # mixture-of-experts heads
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -220,8 +234,9 @@ def train(
             loss = loss_fn(logits, batch.labels)
             if auxiliary_loss is not None:
                 loss = loss + auxiliary_loss()
-            if regularise:
-                loss = loss + l2_penalty(optimizers.tables, cfg.embedding_l2)
+            penalty = embedding_penalty()
+            if penalty is not None:
+                loss = loss + penalty
             optimizers.zero_grad()
             loss.backward()
             if cfg.grad_clip:

@@ -13,6 +13,7 @@ from training.optim import (
     build_optimizers,
     embedding_init_fn,
     l2_penalty,
+    lookup_l2_penalty,
     selection_metric,
     xavier_init,
 )
@@ -59,6 +60,9 @@ def test_l2_penalty_is_half_lambda_sum_of_squares() -> None:
     a, b = torch.tensor([[1.0, 2.0]]), torch.tensor([3.0])
     assert l2_penalty([a, b], 0.1).item() == pytest.approx(0.05 * (1 + 4 + 9))
     assert l2_penalty([a], 0.0) is None
+    # fused tables: the batch's looked-up embeddings, mean over examples of sum over fields
+    emb = torch.tensor([[[1.0, 0.0], [0.0, 2.0]], [[3.0, 0.0], [0.0, 0.0]]])  # [B=2, F=2, d=2]
+    assert lookup_l2_penalty(emb, 0.1).item() == pytest.approx(0.05 * (5 + 9) / 2)
 
 
 def test_selection_metric() -> None:

@@ -188,6 +188,16 @@ def test_official_recipe_dense_tables_adam_l2_decay_and_selection(synthetic_feat
     _check_export(tmp_path / "official" / "best.pt", tmp_path / "export", synthetic_features)  # attention exports too
 
 
+def test_fused_embedding_l2_shrinks_the_tables(synthetic_features: Path, tmp_path: Path) -> None:
+    norms = {}
+    for l2 in (0.0, 1.0):
+        cfg = TrainConfig(model="lr", epochs=1, batch_size=256, max_steps_per_epoch=20, embedding_l2=l2, progress=False)
+        train(cfg, synthetic_features, tmp_path / str(l2), resume=False)
+        best = torch.load(tmp_path / str(l2) / "best.pt", weights_only=False)
+        norms[l2] = best["state_dict"][f"ebc.embedding_bags.{table_name('item_id')}.weight"].norm().item()
+    assert norms[1.0] < 0.9 * norms[0.0], norms
+
+
 def test_recipe_switches_that_cannot_work_are_refused(synthetic_features: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="embedding_update=dense"):
         train(TrainConfig(model="lr", grad_clip_scope="full", progress=False), synthetic_features, tmp_path / "a")
