@@ -89,13 +89,14 @@ def build_dataset(dataset: str, root: Path) -> tuple[Path, str]:
     from recast.settings import get_settings
 
     settings = get_settings()
-    name = Path(dataset).stem if dataset.endswith((".yaml", ".yml")) else dataset
-    features = (root / name).resolve()
     if dataset == MOVIELENS:
+        name, features = dataset, (root / dataset).resolve()
         data = settings.data.model_copy(update={"features_dir": features})
         build_movielens(settings.model_copy(update={"data": data}))
     else:
-        build_description(load_description(dataset, settings.path(settings.data.dir)), features)
+        description = load_description(dataset, settings.path(settings.data.dir))
+        name, features = description.name, (root / description.name).resolve()
+        build_description(description, features)
     return features, name
 
 
