@@ -191,6 +191,7 @@ def train(
     model = CTRModel(spec, head, device=torch.device("meta"), init_fn=embedding_init_fn(cfg.embedding_init_std))
     dmp = wrap_model(model, cfg.embedding_optimizer, cfg.embedding_lr, cfg.embedding_update)
     optimizers = build_optimizers(cfg, dmp.named_parameters())
+
     def embedding_penalty() -> torch.Tensor | None:
         if not cfg.embedding_l2:
             return None
