@@ -5,8 +5,9 @@ The repository is generated (not hand-written) from the built dataset's
 (whatever the dataset declares), plus the streaming views. Every path in it
 is relative to the repository (``feature_store.yaml``) or computed from the
 definitions file's own location, so a moved or copied checkout keeps working;
-``feast apply`` / ``feast materialize`` work on it as on any Feast repo. A small state file records what was applied and materialized
-(hash of the generated files and of the source parquet files), so
+``feast apply`` / ``feast materialize`` work on it as on any Feast repo. A
+small state file records what was applied and materialized (hash of the
+generated files and of the source parquet files), so
 :func:`ensure_feature_store` is a no-op after the first run.
 """
 
