@@ -311,9 +311,7 @@ def _entity_tokens(desc: DatasetDescription, entity: str, table: pl.DataFrame | 
         raise ValueError(f"{entity}s file {desc.resolve(source.path)} lists ids more than once: {sorted(dupes)[:10]}")
     columns = [ids]
     for f in fields:
-        if f.source_column == key_col and f.source_column not in table.columns:
-            columns.append(ids.alias(f.name))
-        elif f.source_column == key_col or f.source_column == source.key:
+        if f.source_column in (key_col, source.key):  # the id itself
             columns.append(field_tokens(ids, f).alias(f.name))
         else:
             columns.append(field_tokens(table.get_column(f.source_column), f).alias(f.name))
