@@ -143,3 +143,21 @@ def test_feast_repository_follows_the_dataset_and_uses_relative_paths(shop, tmp_
     assert FEATURE_STORE_YAML == "feature_store.yaml"
     spec = FeatureSpec.load(build.path("spec.json"))
     assert np.array_equal(sorted(spec.names), sorted(["user_id", "item_id", "genres", "price", "age", "country", "device"]))
+
+
+def test_normalized_numeric_is_a_dense_input_with_train_statistics(tmp_path: Path) -> None:
+    yaml_path = generate_ratings_csv(tmp_path / "raw", n_ratings=500)
+    yaml_path.write_text(yaml_path.read_text().replace(
+        "  - {name: device, entity: context}",
+        "  - {name: device, entity: context}\n  - {name: stars_z, column: stars, type: numeric, numeric: normalize}"))
+    build = build_dataset(load_description(yaml_path, tmp_path), tmp_path / "features")
+    assert build.spec.dense == ("stars_z",) and "stars_z" not in build.spec.names
+    train = pl.read_parquet(build.path("interactions_train.parquet")).get_column("stars_z")
+    assert abs(train.mean()) < 1e-9 and train.std() == pytest.approx(1.0)
+    stats = build.spec.meta["dense_normalization"]["stars_z"]
+    raw = pl.read_csv(yaml_path.parent / "ratings.csv").filter(pl.Series(random_split(500, (0.8, 0.1, 0.1), 7) == 0))
+    assert stats["mean"] == pytest.approx(raw.get_column("stars").mean())
+    with pytest.raises(ValueError, match="dense input"):
+        yaml_path.write_text(yaml_path.read_text().replace("{name: price, entity: item, type: numeric, numeric: log2}",
+                                                           "{name: price, entity: item, type: numeric, numeric: normalize}"))
+        load_description(yaml_path, tmp_path)
