@@ -24,6 +24,9 @@ from pydantic_settings import (
 
 
 class DataSettings(BaseModel):
+    dataset: str = "movielens-100k"
+    """What `recast features build` builds: a built-in name (movielens-100k, criteo,
+    ratings-csv) or a dataset description YAML file (features/dataset.py)."""
     dir: Path = Path("data")
     """Raw downloads and caches (never committed)."""
     features_dir: Path = Path("data/features")
@@ -43,13 +46,15 @@ class FeastSettings(BaseModel):
 
 
 class TrainSettings(BaseModel):
+    """Unset (None) values come from the model's recipe (training/recipes.py: chosen on
+    validation per model), then TrainConfig's defaults."""
+
     model: str = "dlf"
-    epochs: int = 10
-    batch_size: int = 1024
-    """1024 beat 4096 for every model on the MovieLens protocol (benchmarks/quality.py)."""
-    lr: float = 1e-3
-    embedding_lr: float = 0.05
-    embedding_dim: int = 16
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    embedding_lr: float | None = None
+    embedding_dim: int | None = None
     patience: int = 2
     seed: int = 2019
     checkpoint_dir: Path = Path("artifacts/checkpoints")
