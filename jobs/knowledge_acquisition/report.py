@@ -77,14 +77,18 @@ def draw_plots(cfg, results: dict, ctx) -> list:
     base = results["runs"][0]
     traj = results["trajectories"][base["label"]]
     colors = {"paraphrase": "tab:blue", "duplicate": "tab:red", "once": "tab:green", "control": "tab:gray"}
+    adjust = getattr(cfg, "subtract_control_drift", False)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4), sharey=True)
     for ax, kind in zip(axes, KIND_NAMES):
+        c_steps, c_vals = traj.get(f"control/{kind}", ([], []))
         for regime, color in colors.items():
             steps, vals = traj.get(f"{regime}/{kind}", ([], []))
+            if adjust and c_steps and steps:
+                vals = list(np.asarray(vals) - np.interp(steps, c_steps, c_vals))
             ax.plot(steps, vals, color=color, label=regime, lw=1)
         ax.set_title(f"{KIND_NAMES[kind]} probes ({base['label']})")
         ax.set_xlabel("step of the injection run")
-    axes[0].set_ylabel("mean change of target log-prob since step 0")
+    axes[0].set_ylabel("mean change of target log-prob since step 0" + (",\nminus the control documents' drift" if adjust else ""))
     axes[0].legend()
     fig.tight_layout()
     p1 = ctx.plot_path("logprob_trajectories")

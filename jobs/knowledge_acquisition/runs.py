@@ -90,6 +90,12 @@ def inject_cell(cell: dict) -> dict:
     total = cfg["first_injection"] + cfg["n_injections"] * cfg["injection_interval"] + cfg["tail_steps"]
     probes = {inj.doc: build_probes(items, [inj.doc], tok, cfg["probe_context"]) for inj in plan}
     schedule = {inj.doc: eval_schedule(inj, total, cfg["lam_window"], cfg["eval_every"]) for inj in plan}
+    # controls are scored whenever any document is, so their drift (subtracted in the analysis) is
+    # measured at the same steps instead of interpolated: it cancels the batch-to-batch common mode
+    every = sorted({s for steps in schedule.values() for s in steps})
+    for inj in plan:
+        if inj.regime == "control":
+            schedule[inj.doc] = every
     at_step: dict[int, list[int]] = {}
     for doc, steps in schedule.items():
         for s in steps:
