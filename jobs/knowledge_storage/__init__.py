@@ -30,7 +30,7 @@ class KnowledgeStorageConfig:
     d_model: int = 64
     d_mlp: int = 256
     # pretraining (cosine schedule, AdamW)
-    pretrain_steps: int = 1500
+    pretrain_steps: int = 1200
     pretrain_batch: int = 128
     pretrain_lr: float = 3e-3
     # QA fine-tuning on `finetune_sizes` individuals, test on `n_test` others

@@ -74,15 +74,30 @@ def qa_accuracy(model: OneLayerTransformer, prompts: np.ndarray, answers: np.nda
     return float((pred == torch.from_numpy(answers)).float().mean())
 
 
+def _new_token_rows(model: OneLayerTransformer, tokens: list[int]) -> torch.nn.Parameter:
+    """Let only the embedding rows of `tokens` train (a gradient mask; AdamW without weight decay then
+    leaves every other row exactly as pretrained)."""
+    weight = model.tok.weight
+    weight.requires_grad_(True)
+    mask = torch.zeros_like(weight)
+    mask[tokens] = 1.0
+    weight.register_hook(lambda g: g * mask)
+    return weight
+
+
 def finetune(pretrained: OneLayerTransformer, prompts: np.ndarray, answers: np.ndarray, *, mode: str,
-             schedule: str, steps: int, batch: int, lr: float, rank: int,
+             schedule: str, steps: int, batch: int, lr: float, rank: int, new_tokens: list[int],
              rng: np.random.Generator) -> tuple[OneLayerTransformer, float]:
-    """Fine-tune a copy on QA pairs with the loss on the answer token only; returns (model, last loss)."""
+    """Fine-tune a copy on QA pairs with the loss on the answer token only; returns (model, last loss).
+
+    Low-rank mode trains rank-`rank` adapters of the attention and MLP matrices plus the embeddings of
+    `new_tokens`, the question-format tokens that pretraining never showed (as adapter libraries train
+    added tokens); everything else stays frozen."""
     model = copy.deepcopy(pretrained)
     if mode == "full":
         params = list(model.parameters())
     elif mode == "lowrank":
-        params = model.add_lora(rank)
+        params = model.add_lora(rank) + [_new_token_rows(model, new_tokens)]
     else:
         raise ValueError(f"unknown fine-tuning mode {mode!r}: use 'full' or 'lowrank'")
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -96,7 +111,7 @@ def finetune(pretrained: OneLayerTransformer, prompts: np.ndarray, answers: np.n
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return model, float(loss)
+    return model, loss.item()
 
 
 def storage_cell(cell: dict) -> dict:
@@ -122,6 +137,7 @@ def storage_cell(cell: dict) -> dict:
     test = order[: cfg["n_test"]]
     pool = order[cfg["n_test"]:]
     test_q, test_a = world.qa(test)
+    qa_tokens = [world.vocab.q] + [world.vocab.ask(r) for r in range(cfg["n_relations"])]
     rows = []
     for size in cfg["finetune_sizes"]:
         if size > len(pool):
@@ -132,7 +148,8 @@ def storage_cell(cell: dict) -> dict:
                 ft_rng = np.random.default_rng([cell["seed"], size, len(mode), len(schedule)])
                 lr = cfg["finetune_lr"] if mode == "full" else cfg["lowrank_lr"]
                 tuned, last = finetune(model, ft_q, ft_a, mode=mode, schedule=schedule, steps=cfg["finetune_steps"],
-                                       batch=cfg["finetune_batch"], lr=lr, rank=cfg["lowrank_rank"], rng=ft_rng)
+                                       batch=cfg["finetune_batch"], lr=lr, rank=cfg["lowrank_rank"],
+                                       new_tokens=qa_tokens, rng=ft_rng)
                 rows.append({"size": size, "mode": mode, "schedule": schedule, "last_loss": round(last, 4),
                              "id_acc": qa_accuracy(tuned, ft_q, ft_a), "ood_acc": qa_accuracy(tuned, test_q, test_a)})
     return {"arch": cell["arch"], "multiplicity": cell["multiplicity"], "pretrain": pre, "finetune": rows,
