@@ -15,7 +15,7 @@ import torch
 from jobs.knowledge_storage.data import World, biography_entropy
 from jobs.knowledge_storage.model import OneLayerTransformer
 from jobs.knowledge_storage.report import ood
-from jobs.knowledge_storage.train import lr_factor
+from jobs.knowledge_storage.train import finetune, lr_factor
 from jobs.runner import run_job
 
 
@@ -58,6 +58,21 @@ def test_attention_only_has_no_mlp_and_lora_starts_at_the_base_model() -> None:
     assert torch.allclose(full(x), before)
     trainable = [p for p in full.parameters() if p.requires_grad]
     assert {id(p) for p in trainable} == {id(p) for p in params} and len(params) == 12
+
+
+def test_lowrank_finetuning_changes_adapters_and_new_token_rows_only() -> None:
+    torch.manual_seed(0)
+    base = OneLayerTransformer(20, d_model=8, d_mlp=16, context=4)
+    prompts, answers = np.array([[1, 5, 2], [1, 6, 3]]), np.array([10, 11])
+    tuned, _ = finetune(base, prompts, answers, mode="lowrank", schedule="constant", steps=20, batch=2, lr=1e-2,
+                        rank=2, new_tokens=[1, 2, 3], rng=np.random.default_rng(0))
+    moved = (tuned.tok.weight - base.tok.weight).abs().sum(1) > 0
+    assert moved[[1, 2, 3]].all() and not moved[[0, 4, 5, 6, 10]].any()
+    assert torch.equal(tuned.q.base.weight, base.q.weight) and torch.equal(tuned.unembed.weight, base.unembed.weight)
+    assert not torch.equal(tuned.q.b, torch.zeros_like(tuned.q.b))
+    full, _ = finetune(base, prompts, answers, mode="full", schedule="cosine", steps=5, batch=2, lr=1e-2, rank=2,
+                       new_tokens=[], rng=np.random.default_rng(0))
+    assert not torch.equal(full.unembed.weight, base.unembed.weight)
 
 
 def test_lr_schedules() -> None:
