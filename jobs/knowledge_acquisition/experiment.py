@@ -12,8 +12,6 @@ first_step + j + k * interval, and each document's analysis is aligned on its ow
 """
 from __future__ import annotations
 
-import math
-import random
 from dataclasses import dataclass
 
 import numpy as np
@@ -151,18 +149,3 @@ def eval_loss(model: SmallGPT, pairs) -> float:
     loss = float(F.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=IGNORE))
     model.train()
     return loss
-
-
-def seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def nan_to_none(x: float) -> float | None:
-    return None if x is None or not math.isfinite(x) else round(float(x), 5)
-
-
-__all__ = ["Injection", "REGIMES", "injection_plan", "eval_schedule", "chunk",
-           "BackgroundSampler", "train_step", "lr_at", "make_optimizer", "probe_logprobs", "eval_loss",
-           "seed_all", "nan_to_none"]

@@ -13,8 +13,10 @@ import numpy as np
 import torch
 
 from .corpus import PROBE_KINDS, WordByteTokenizer, background_corpus, build_probes, corpus_sha256, load_fictional
+from jobs.sweep import seed_all
+
 from .experiment import (BackgroundSampler, chunk, eval_loss, eval_schedule, injection_plan, lr_at, make_optimizer,
-                         probe_logprobs, seed_all, train_step)
+                         probe_logprobs, train_step)
 from .gpt import SmallGPT
 
 
