@@ -34,18 +34,18 @@ class KnowledgeAcquisitionConfig:
     weight_decay: float = 0.1  # OLMo's
     background_max_chars: int | None = None
     # injection (paper: 40 docs per regime, 10 injections every 100 steps, t_window 50)
-    docs_per_regime: int = 4
-    control_docs: int = 4
+    docs_per_regime: int = 3
+    control_docs: int = 3
     n_injections: int = 10
-    injection_interval: int = 14
+    injection_interval: int = 10
     first_injection: int = 0
-    tail_steps: int = 160
-    lam_window: int = 6
-    batch_sizes: tuple[int, ...] = (16, 48)  # paper: 2048 vs 128 sequences of 2048 tokens
+    tail_steps: int = 100
+    lam_window: int = 5
+    batch_sizes: tuple[int, ...] = (12, 36)  # paper: 2048 vs 128 sequences of 2048 tokens
     # probing and analysis
     probe_context: int = 48
     eval_every: int = 10
-    fit_max_t: int = 120
+    fit_max_t: int = 80
     subtract_control_drift: bool = True  # departure, see analysis.control_drift; False = the paper's raw ell
     resume_every: int = 100
 
