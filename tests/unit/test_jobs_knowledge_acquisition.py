@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from jobs.knowledge_acquisition.analysis import control_drift, mean_trajectory
+from jobs.knowledge_acquisition.analysis import probe_series
 from jobs.knowledge_acquisition.corpus import PROBE_KINDS, Probe, WordByteTokenizer, build_probes, load_fictional
 from jobs.knowledge_acquisition.experiment import chunk, eval_schedule, injection_plan, probe_logprobs
 from jobs.knowledge_acquisition.gpt import SmallGPT
@@ -91,12 +91,10 @@ def test_tiny_preset_runs_and_injected_facts_gain_log_probability(tmp_path: Path
     base = results["runs"][0]
     # every regime x probe kind gains log-probability right after an injection (effectivity > 0)
     assert all(g["effectivity_mean"] > 0 for g in base["groups"].values())
-    # and the injected documents end above where the never-injected controls drifted to
-    cells = sorted((out.run_dir / "cells").glob("*/*.json"))
-    cell = json.loads(cells[0].read_text())["result"]
-    for kind in PROBE_KINDS:
-        control = control_drift(cell, kind)[1][-1]
-        for regime in ("paraphrase", "duplicate"):
-            assert mean_trajectory(cell, regime, kind)[1][-1] > control
+    # literally: right after its first injection, an injected fact's memorization probes score higher
+    cell = json.loads(sorted((out.run_dir / "cells").glob("*/*.json"))[0].read_text())["result"]
+    rises = [acquisition(steps, vals, inj[0], 3)[2] > 0 for regime in ("paraphrase", "duplicate", "once")
+             for steps, vals, inj in probe_series(cell, regime, "mem")]
+    assert len(rises) == 30 and sum(rises) >= 0.8 * len(rises)
     report = (out.run_dir / "report.md").read_text()
     assert "retainability" in report and (out.run_dir / "logprob_trajectories.png").exists()
