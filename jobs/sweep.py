@@ -19,6 +19,7 @@ import os
 import random
 import signal
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -56,6 +57,8 @@ def _worker_init() -> None:
     # the parent handles Ctrl-C (it terminates the pool); one thread per process: the pool
     # already uses the cores, and oversubscribed OpenMP threads make torch far slower
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    warnings.simplefilter("ignore", FutureWarning)  # library deprecation notices, once per cell otherwise
+    warnings.simplefilter("ignore", DeprecationWarning)
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
