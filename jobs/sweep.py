@@ -48,9 +48,11 @@ def seed_all(seed: int) -> None:
         sys.modules["torch"].manual_seed(seed)
 
 
-def _compute(fn: Callable[[dict], Any], cell: dict, seed: int) -> Any:
+def _compute(fn: Callable[[dict], Any], cell: dict, seed: int) -> tuple[Any, float]:
+    """The cell's result and the seconds it took (measured where it ran)."""
+    started = time.perf_counter()
     seed_all(seed)
-    return to_jsonable(fn(cell))
+    return to_jsonable(fn(cell)), time.perf_counter() - started
 
 
 def _worker_init() -> None:
@@ -119,9 +121,8 @@ def run_cells(ctx: "JobContext", fn: Callable[[dict], Any], cells: list[dict], t
     workers = min(ctx.parallelism, len(missing))
     if workers <= 1:
         for i in ctx.progress(missing, desc=desc or tag):
-            started = time.perf_counter()
-            results[i] = _compute(fn, cells[i], cell_seed(ctx.seed, cells[i]))
-            store.put(i, cells[i], results[i], time.perf_counter() - started)
+            results[i], seconds = _compute(fn, cells[i], cell_seed(ctx.seed, cells[i]))
+            store.put(i, cells[i], results[i], seconds)
             ctx.cells_computed += 1
         return results
     _run_pool(ctx, fn, cells, store, results, missing, workers, desc or tag)
@@ -133,7 +134,6 @@ def _run_pool(ctx: "JobContext", fn: Callable, cells: list[dict], store: CellSto
     mp = multiprocessing.get_context("spawn")  # fork after torch/OpenMP start is unsafe
     pool = mp.Pool(workers, initializer=_worker_init)
     try:
-        started = {i: time.perf_counter() for i in missing}
         pending = {i: pool.apply_async(_compute, (fn, cells[i], cell_seed(ctx.seed, cells[i]))) for i in missing}
 
         def completions():
@@ -144,8 +144,8 @@ def _run_pool(ctx: "JobContext", fn: Callable, cells: list[dict], store: CellSto
                     time.sleep(0.05)
                     continue
                 for i in done:
-                    results[i] = pending.pop(i).get()  # re-raises the cell's exception here
-                    store.put(i, cells[i], results[i], time.perf_counter() - started[i])
+                    results[i], seconds = pending.pop(i).get()  # re-raises the cell's exception here
+                    store.put(i, cells[i], results[i], seconds)
                     ctx.cells_computed += 1
                     yield i
 
@@ -168,9 +168,8 @@ def _cell_mode(ctx: "JobContext", fn: Callable, cells: list[dict], store: CellSt
                          " set the Indexed Job's completions to the count `recast jobs cells` prints")
     if index in missing:
         ctx.log(f"{desc or store.dir.name}: computing cell {index}/{len(cells)}")
-        started = time.perf_counter()
-        results[index] = _compute(fn, cells[index], cell_seed(ctx.seed, cells[index]))
-        store.put(index, cells[index], results[index], time.perf_counter() - started)
+        results[index], seconds = _compute(fn, cells[index], cell_seed(ctx.seed, cells[index]))
+        store.put(index, cells[index], results[index], seconds)
         ctx.cells_computed += 1
         missing = [i for i in missing if i != index]
     # other pods may have finished meanwhile
