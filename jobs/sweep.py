@@ -1,8 +1,8 @@
 """Sweeps: run every cell of a grid once, in parallel processes, and remember each result.
 
-Each cell's result is stored as ``run_dir/cells/<tag>/<index>.json`` next to the cell itself,
-so a resumed run, a reduce step or a later sweep with the same cells reuses it (a cell whose
-content changed is recomputed). Cells are seeded from the run seed and their own content, so a
+Each cell's result is stored as ``run_dir/cells/<tag>/<hash of the cell>.json`` next to the cell
+itself, so a resumed run, a reduce step or a later sweep with the same cells reuses it (a cell
+whose content changed is recomputed). Cells are seeded from the run seed and their own content, so a
 result does not depend on which process, pod or order computed it.
 
 On a cluster every index of a Kubernetes Indexed Job computes one cell
@@ -71,17 +71,22 @@ def _worker_init() -> None:
         pass
 
 
+def cell_key(cell: dict) -> str:
+    return hashlib.sha256(json.dumps(to_jsonable(cell), sort_keys=True).encode()).hexdigest()[:20]
+
+
 class CellStore:
-    """Results of one sweep under run_dir/cells/<tag>/."""
+    """Results of one sweep under run_dir/cells/<tag>/, one file per cell named by its content:
+    a grid that grows, shrinks or is reordered reuses every cell it still has."""
 
     def __init__(self, run_dir: Path, tag: str) -> None:
         self.dir = run_dir / "cells" / tag
 
-    def path(self, index: int) -> Path:
-        return self.dir / f"{index:05d}.json"
+    def path(self, cell: dict) -> Path:
+        return self.dir / f"{cell_key(cell)}.json"
 
-    def get(self, index: int, cell: dict) -> tuple[bool, Any]:
-        path = self.path(index)
+    def get(self, cell: dict) -> tuple[bool, Any]:
+        path = self.path(cell)
         if not path.exists():
             return False, None
         try:
@@ -92,11 +97,12 @@ class CellStore:
             return False, None
         return True, saved["result"]
 
-    def put(self, index: int, cell: dict, result: Any, seconds: float) -> None:
+    def put(self, cell: dict, result: Any, seconds: float) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.path(index).with_suffix(f".tmp{os.getpid()}")
+        path = self.path(cell)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps({"cell": to_jsonable(cell), "result": result, "seconds": round(seconds, 3)}))
-        tmp.replace(self.path(index))
+        tmp.replace(path)
 
 
 def run_cells(ctx: "JobContext", fn: Callable[[dict], Any], cells: list[dict], tag: str, desc: str) -> list:
@@ -106,7 +112,7 @@ def run_cells(ctx: "JobContext", fn: Callable[[dict], Any], cells: list[dict], t
     results: list[Any] = [None] * len(cells)
     missing = []
     for i, cell in enumerate(cells):
-        found, value = store.get(i, cell)
+        found, value = store.get(cell)
         if found:
             results[i] = value
         else:
@@ -122,7 +128,7 @@ def run_cells(ctx: "JobContext", fn: Callable[[dict], Any], cells: list[dict], t
     if workers <= 1:
         for i in ctx.progress(missing, desc=desc or tag):
             results[i], seconds = _compute(fn, cells[i], cell_seed(ctx.seed, cells[i]))
-            store.put(i, cells[i], results[i], seconds)
+            store.put(cells[i], results[i], seconds)
             ctx.cells_computed += 1
         return results
     _run_pool(ctx, fn, cells, store, results, missing, workers, desc or tag)
@@ -145,7 +151,7 @@ def _run_pool(ctx: "JobContext", fn: Callable, cells: list[dict], store: CellSto
                     continue
                 for i in done:
                     results[i], seconds = pending.pop(i).get()  # re-raises the cell's exception here
-                    store.put(i, cells[i], results[i], seconds)
+                    store.put(cells[i], results[i], seconds)
                     ctx.cells_computed += 1
                     yield i
 
@@ -169,12 +175,12 @@ def _cell_mode(ctx: "JobContext", fn: Callable, cells: list[dict], store: CellSt
     if index in missing:
         ctx.log(f"{desc or store.dir.name}: computing cell {index}/{len(cells)}")
         results[index], seconds = _compute(fn, cells[index], cell_seed(ctx.seed, cells[index]))
-        store.put(index, cells[index], results[index], seconds)
+        store.put(cells[index], results[index], seconds)
         ctx.cells_computed += 1
         missing = [i for i in missing if i != index]
     # other pods may have finished meanwhile
     for i in list(missing):
-        found, value = store.get(i, cells[i])
+        found, value = store.get(cells[i])
         if found:
             results[i] = value
             missing.remove(i)
