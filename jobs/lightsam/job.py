@@ -145,8 +145,10 @@ class LightSAMJob(Job):
         return paths
 
     def verdict(self, cfg: LightSAMConfig, results: dict) -> Verdict:
-        comparison = results["comparison"]
-        table = analysis.markdown_table(results["summary"])
+        # from the raw records, so `recast jobs report` shows the current statistics
+        summary = analysis.summarize(analysis.grid_cells(results["records"]), cfg.within)
+        comparison = analysis.lightsam_vs_sam(summary)
+        table = analysis.markdown_table(summary)
         if not comparison:
             return Verdict(None, "SAM was not in the grid: nothing to compare LightSAM with.", table)
         parts, wins = [], []
