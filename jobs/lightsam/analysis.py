@@ -15,6 +15,11 @@ from collections import defaultdict
 from typing import Any
 
 LIGHTSAM = ("lightsam-adagradnorm", "lightsam-adagrad", "lightsam-adam")
+ORDER = ("sgd", "adam", "sam", *LIGHTSAM)
+
+
+def _ordered(by_opt: dict) -> list:
+    return sorted(by_opt.items(), key=lambda kv: ORDER.index(kv[0]) if kv[0] in ORDER else len(ORDER))
 
 
 def grid_cells(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[tuple, dict[str, float]]]]:
@@ -48,7 +53,7 @@ def summarize(cells: dict[str, dict[str, dict[tuple, dict[str, float]]]], within
     for task, by_opt in cells.items():
         task_best = max(c["val"] for grid in by_opt.values() for c in grid.values())
         out[task] = {}
-        for opt, grid in by_opt.items():
+        for opt, grid in _ordered(by_opt):
             vals = [c["val"] for c in grid.values()]
             best_key = max(grid, key=lambda k: grid[k]["val"])
             own_best = grid[best_key]["val"]
@@ -107,9 +112,10 @@ def heatmaps(cells: dict[str, dict[str, dict[tuple, dict[str, float]]]], task: s
     by_opt = cells[task]
     best = max(c["val"] for grid in by_opt.values() for c in grid.values())
     etas = sorted({k[1] for grid in by_opt.values() for k in grid})
-    fig, axes = plt.subplots(1, len(by_opt), figsize=(3.2 * len(by_opt), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(by_opt), figsize=(3.6 * len(by_opt), 3.4), squeeze=False)
+    fig.subplots_adjust(wspace=0.35)
     image = None
-    for ax, (opt, grid) in zip(axes[0], by_opt.items()):
+    for ax, (opt, grid) in zip(axes[0], _ordered(by_opt)):
         rhos = sorted({k[0] for k in grid}, key=lambda r: -1 if r is None else r)
         z = np.full((len(rhos), len(etas)), np.nan)
         for (rho, eta), c in grid.items():

@@ -58,3 +58,26 @@ def test_lightsam_tiny_preset(tiny_run: tuple[Path, dict]) -> None:
     assert (run_dir / "heatmap_ctr_dcnv2.png").exists()
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "succeeded" and manifest["claim_held"] in (True, False, None)
+
+
+def test_grid_statistics_on_hand_made_cells() -> None:
+    from jobs.lightsam import analysis
+
+    def rec(opt, rho, eta, seed, val, diverged=False):
+        return {"task": "t", "optimizer": opt, "rho": rho, "eta": eta, "seed": seed, "val": val, "test": val - 0.01,
+                "diverged": diverged}
+
+    records = [rec("sam", 0.1, 0.1, 0, 0.90), rec("sam", 0.1, 0.1, 1, 0.80),  # mean 0.85
+               rec("sam", 1.0, 0.1, 0, 0.10, True), rec("sam", 1.0, 0.1, 1, 0.50),  # mean 0.30, diverged once
+               rec("lightsam-adagradnorm", 0.1, 0.1, 0, 0.86), rec("lightsam-adagradnorm", 0.1, 0.1, 1, 0.84),
+               rec("lightsam-adagradnorm", 1.0, 0.1, 0, 0.845), rec("lightsam-adagradnorm", 1.0, 0.1, 1, 0.845),
+               rec("sgd", None, 0.1, 0, 0.2), rec("sgd", None, 0.1, 1, 0.2)]
+    summary = analysis.summarize(analysis.grid_cells(records), within=0.01)["t"]
+    sam, light = summary["sam"], summary["lightsam-adagradnorm"]
+    assert sam["best_val"] == pytest.approx(0.85) and sam["test_at_best"] == pytest.approx(0.84)
+    # task best 0.85 (both lightsam cells: 0.85 and 0.845 >= 0.8415)
+    assert sam["share_within_task_best"] == 0.5 and light["share_within_task_best"] == 1.0
+    assert sam["diverged_share"] == 0.5 and sam["spread_range"] == pytest.approx(0.55)
+    assert summary["sgd"]["cells"] == 1 and summary["sgd"]["share_within_task_best"] == 0.0
+    comparison = analysis.lightsam_vs_sam(analysis.summarize(analysis.grid_cells(records)))
+    assert comparison["t"]["higher"] == {"lightsam-adagradnorm": True}
