@@ -98,7 +98,7 @@ def cmd_status(args: argparse.Namespace, s: Settings) -> None:
     for r in rows:
         held = {True: "claim held", False: "claim not held", None: ""}[r["claim_held"]]
         secs = f"{r['seconds']:.0f}s" if isinstance(r["seconds"], (int, float)) else ""
-        print(f"{r['run']:<50} {r['status']:<12} {r['started_at'] or '':<26} {secs:>7} {held}"
+        print(f"{r['run']:<40} {r['status']:<24} {r['started_at'] or '':<26} {secs:>7} {held}"
               + (f"  {r['error']}" if r["error"] else ""))
 
 

@@ -85,6 +85,9 @@ class CellStore:
     def path(self, cell: dict) -> Path:
         return self.dir / f"{cell_key(cell)}.json"
 
+    def count(self) -> int:
+        return sum(1 for p in self.dir.glob("*.json") if p.name != "sweep.json")
+
     def get(self, cell: dict) -> tuple[bool, Any]:
         path = self.path(cell)
         if not path.exists():
@@ -109,6 +112,8 @@ def run_cells(ctx: "JobContext", fn: Callable[[dict], Any], cells: list[dict], t
     if getattr(fn, "__name__", "<lambda>") == "<lambda>" or "<locals>" in getattr(fn, "__qualname__", ""):
         raise ValueError("JobContext.map needs a module-level function (it is sent to other processes)")
     store = CellStore(ctx.run_dir, tag)
+    store.dir.mkdir(parents=True, exist_ok=True)
+    (store.dir / "sweep.json").write_text(json.dumps({"cells": len(cells), "desc": desc}))  # for `recast jobs status`
     results: list[Any] = [None] * len(cells)
     missing = []
     for i, cell in enumerate(cells):
