@@ -19,24 +19,11 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
 
+from recast.cli import _parse_set  # the same KEY=VALUE (JSON values) as `recast train --set`
 from recast.settings import Settings
 
 EXIT = {"succeeded": 0, "cell-stored": 0, "failed": 1, "cancelled": 130}
-
-
-def _parse_set(values: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in values:
-        if "=" not in item:
-            raise ValueError(f"--set expects field=value, got {item!r}")
-        key, raw = item.split("=", 1)
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
-    return out
 
 
 def parallelism(s: Settings, requested: int | None) -> int:
@@ -98,7 +85,7 @@ def cmd_status(args: argparse.Namespace, s: Settings) -> None:
     for r in rows:
         held = {True: "claim held", False: "claim not held", None: ""}[r["claim_held"]]
         secs = f"{r['seconds']:.0f}s" if isinstance(r["seconds"], (int, float)) else ""
-        print(f"{r['run']:<50} {r['status']:<12} {r['started_at'] or '':<26} {secs:>7} {held}"
+        print(f"{r['run']:<40} {r['status']:<24} {r['started_at'] or '':<26} {secs:>7} {held}"
               + (f"  {r['error']}" if r["error"] else ""))
 
 

@@ -16,7 +16,7 @@ import re
 import time
 from pathlib import Path
 
-STATUSES = ("succeeded", "failed", "cancelled", "running", "partial")
+STATUSES = ("succeeded", "failed", "cancelled", "cell-stored")
 
 
 def metric_name(name: str) -> str:

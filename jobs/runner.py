@@ -33,7 +33,7 @@ from jobs.base import Job, JobCancelled, JobContext, StopAfterCell, get_job, to_
 from jobs.config import build_config, config_dict
 from jobs.metrics import MetricsRecorder
 from jobs.report import write_report
-from jobs.sweep import seed_all
+from jobs.sweep import CellStore, seed_all
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -242,10 +242,21 @@ def list_runs(root: Path, job: str | None = None) -> list[dict[str, Any]]:
             status = f"partial ({len(pods)} cell pod(s) reported)" if pods else "unknown"
         elif status == "running" and m.get("host") == socket.gethostname() and not _alive(m.get("pid")):
             status = "stale (process gone; --resume it)"
+        if status == "running" or status.startswith("partial"):
+            status += sweep_progress(run_dir)
         rows.append({"run": f"{run_dir.parent.name}/{run_dir.name}", "status": status,
                      "started_at": m.get("started_at"), "seconds": m.get("seconds"),
                      "claim_held": m.get("claim_held"), "error": m.get("error")})
     return sorted(rows, key=lambda r: r["started_at"] or "", reverse=True)
+
+
+def sweep_progress(run_dir: Path) -> str:
+    """' (cells 404/550)' for the sweeps of a run that are under way, '' when none."""
+    parts = []
+    for meta in sorted(run_dir.glob("cells/*/sweep.json")):
+        total = json.loads(meta.read_text())["cells"]
+        parts.append(f"{CellStore(run_dir, meta.parent.name).count()}/{total}")
+    return f" (cells {', '.join(parts)})" if parts else ""
 
 
 def _alive(pid: Any) -> bool:

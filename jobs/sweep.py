@@ -1,8 +1,8 @@
 """Sweeps: run every cell of a grid once, in parallel processes, and remember each result.
 
-Each cell's result is stored as ``run_dir/cells/<tag>/<index>.json`` next to the cell itself,
-so a resumed run, a reduce step or a later sweep with the same cells reuses it (a cell whose
-content changed is recomputed). Cells are seeded from the run seed and their own content, so a
+Each cell's result is stored as ``run_dir/cells/<tag>/<hash of the cell>.json`` next to the cell
+itself, so a resumed run, a reduce step or a later sweep with the same cells reuses it (a cell
+whose content changed is recomputed). Cells are seeded from the run seed and their own content, so a
 result does not depend on which process, pod or order computed it.
 
 On a cluster every index of a Kubernetes Indexed Job computes one cell
@@ -19,6 +19,7 @@ import os
 import random
 import signal
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -47,15 +48,19 @@ def seed_all(seed: int) -> None:
         sys.modules["torch"].manual_seed(seed)
 
 
-def _compute(fn: Callable[[dict], Any], cell: dict, seed: int) -> Any:
+def _compute(fn: Callable[[dict], Any], cell: dict, seed: int) -> tuple[Any, float]:
+    """The cell's result and the seconds it took (measured where it ran)."""
+    started = time.perf_counter()
     seed_all(seed)
-    return to_jsonable(fn(cell))
+    return to_jsonable(fn(cell)), time.perf_counter() - started
 
 
 def _worker_init() -> None:
     # the parent handles Ctrl-C (it terminates the pool); one thread per process: the pool
     # already uses the cores, and oversubscribed OpenMP threads make torch far slower
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    warnings.simplefilter("ignore", FutureWarning)  # library deprecation notices, once per cell otherwise
+    warnings.simplefilter("ignore", DeprecationWarning)
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
@@ -66,17 +71,25 @@ def _worker_init() -> None:
         pass
 
 
+def cell_key(cell: dict) -> str:
+    return hashlib.sha256(json.dumps(to_jsonable(cell), sort_keys=True).encode()).hexdigest()[:20]
+
+
 class CellStore:
-    """Results of one sweep under run_dir/cells/<tag>/."""
+    """Results of one sweep under run_dir/cells/<tag>/, one file per cell named by its content:
+    a grid that grows, shrinks or is reordered reuses every cell it still has."""
 
     def __init__(self, run_dir: Path, tag: str) -> None:
         self.dir = run_dir / "cells" / tag
 
-    def path(self, index: int) -> Path:
-        return self.dir / f"{index:05d}.json"
+    def path(self, cell: dict) -> Path:
+        return self.dir / f"{cell_key(cell)}.json"
 
-    def get(self, index: int, cell: dict) -> tuple[bool, Any]:
-        path = self.path(index)
+    def count(self) -> int:
+        return sum(1 for p in self.dir.glob("*.json") if p.name != "sweep.json")
+
+    def get(self, cell: dict) -> tuple[bool, Any]:
+        path = self.path(cell)
         if not path.exists():
             return False, None
         try:
@@ -87,21 +100,24 @@ class CellStore:
             return False, None
         return True, saved["result"]
 
-    def put(self, index: int, cell: dict, result: Any, seconds: float) -> None:
+    def put(self, cell: dict, result: Any, seconds: float) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.path(index).with_suffix(f".tmp{os.getpid()}")
+        path = self.path(cell)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps({"cell": to_jsonable(cell), "result": result, "seconds": round(seconds, 3)}))
-        tmp.replace(self.path(index))
+        tmp.replace(path)
 
 
 def run_cells(ctx: "JobContext", fn: Callable[[dict], Any], cells: list[dict], tag: str, desc: str) -> list:
     if getattr(fn, "__name__", "<lambda>") == "<lambda>" or "<locals>" in getattr(fn, "__qualname__", ""):
         raise ValueError("JobContext.map needs a module-level function (it is sent to other processes)")
     store = CellStore(ctx.run_dir, tag)
+    store.dir.mkdir(parents=True, exist_ok=True)
+    (store.dir / "sweep.json").write_text(json.dumps({"cells": len(cells), "desc": desc}))  # for `recast jobs status`
     results: list[Any] = [None] * len(cells)
     missing = []
     for i, cell in enumerate(cells):
-        found, value = store.get(i, cell)
+        found, value = store.get(cell)
         if found:
             results[i] = value
         else:
@@ -116,9 +132,8 @@ def run_cells(ctx: "JobContext", fn: Callable[[dict], Any], cells: list[dict], t
     workers = min(ctx.parallelism, len(missing))
     if workers <= 1:
         for i in ctx.progress(missing, desc=desc or tag):
-            started = time.perf_counter()
-            results[i] = _compute(fn, cells[i], cell_seed(ctx.seed, cells[i]))
-            store.put(i, cells[i], results[i], time.perf_counter() - started)
+            results[i], seconds = _compute(fn, cells[i], cell_seed(ctx.seed, cells[i]))
+            store.put(cells[i], results[i], seconds)
             ctx.cells_computed += 1
         return results
     _run_pool(ctx, fn, cells, store, results, missing, workers, desc or tag)
@@ -130,7 +145,6 @@ def _run_pool(ctx: "JobContext", fn: Callable, cells: list[dict], store: CellSto
     mp = multiprocessing.get_context("spawn")  # fork after torch/OpenMP start is unsafe
     pool = mp.Pool(workers, initializer=_worker_init)
     try:
-        started = {i: time.perf_counter() for i in missing}
         pending = {i: pool.apply_async(_compute, (fn, cells[i], cell_seed(ctx.seed, cells[i]))) for i in missing}
 
         def completions():
@@ -141,8 +155,8 @@ def _run_pool(ctx: "JobContext", fn: Callable, cells: list[dict], store: CellSto
                     time.sleep(0.05)
                     continue
                 for i in done:
-                    results[i] = pending.pop(i).get()  # re-raises the cell's exception here
-                    store.put(i, cells[i], results[i], time.perf_counter() - started[i])
+                    results[i], seconds = pending.pop(i).get()  # re-raises the cell's exception here
+                    store.put(cells[i], results[i], seconds)
                     ctx.cells_computed += 1
                     yield i
 
@@ -165,14 +179,13 @@ def _cell_mode(ctx: "JobContext", fn: Callable, cells: list[dict], store: CellSt
                          " set the Indexed Job's completions to the count `recast jobs cells` prints")
     if index in missing:
         ctx.log(f"{desc or store.dir.name}: computing cell {index}/{len(cells)}")
-        started = time.perf_counter()
-        results[index] = _compute(fn, cells[index], cell_seed(ctx.seed, cells[index]))
-        store.put(index, cells[index], results[index], time.perf_counter() - started)
+        results[index], seconds = _compute(fn, cells[index], cell_seed(ctx.seed, cells[index]))
+        store.put(cells[index], results[index], seconds)
         ctx.cells_computed += 1
         missing = [i for i in missing if i != index]
     # other pods may have finished meanwhile
     for i in list(missing):
-        found, value = store.get(i, cells[i])
+        found, value = store.get(cells[i])
         if found:
             results[i] = value
             missing.remove(i)

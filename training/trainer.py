@@ -31,6 +31,8 @@ from training.data import CTRData, batches, load_split
 from training.distributed import dense_parameters, gather_full_state, init_distributed, wrap_model
 from training.metrics import ExpertCorrelation, correlation_from_moments, log_loss, roc_auc
 from training.models import build_head, make_config
+from training.optim import make_optimizer, needs_closure
+from training.sharpness import DenseSharpnessStep
 from training.sparse import CTRModel, padded_to_kjt
 
 
@@ -43,6 +45,10 @@ class TrainConfig:
     batch_size: int = 4096
     lr: float = 1e-3
     weight_decay: float = 0.0
+    optimizer: str = "adam"
+    """Dense-parameter optimizer: adam, sgd, sam, lightsam (= lightsam-adagradnorm), lightsam-adagrad, lightsam-adam."""
+    rho: float = 0.05
+    """Perturbation radius of the sharpness-aware optimizers (sam, lightsam-*)."""
     embedding_optimizer: str = "adagrad"
     embedding_lr: float = 0.05
     patience: int = 2
@@ -160,8 +166,9 @@ def train(
     model = CTRModel(spec, head, device=torch.device("meta"))
     dmp = wrap_model(model, cfg.embedding_optimizer, cfg.embedding_lr)
     dense_params = dense_parameters(dmp)
-    dense_opt = torch.optim.Adam(dense_params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    dense_opt = make_optimizer(cfg.optimizer, dense_params, lr=cfg.lr, rho=cfg.rho, weight_decay=cfg.weight_decay)
     auxiliary_loss = getattr(_head(dmp), "auxiliary_loss", None)  # mixture-of-experts heads
+    sharpness = DenseSharpnessStep(dmp, dmp.module.ebc, dense_opt, dense_params, cfg.grad_clip) if needs_closure(dense_opt) else None
 
     run_dir.mkdir(parents=True, exist_ok=True)
     state: dict[str, Any] = {"epoch": 0, "best_auc": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": []}
@@ -200,7 +207,11 @@ def train(
             loss.backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(dense_params, cfg.grad_clip)
-            dense_opt.step()
+            if sharpness is None:
+                dense_opt.step()
+            else:  # sharpness-aware: the loss again, at perturbed dense weights
+                sharpness.step(lambda: loss_fn(dmp(padded_to_kjt(spec, batch.ids, batch.mask), batch.dense), batch.labels)
+                               + (auxiliary_loss() if auxiliary_loss is not None else 0.0))
             seen += len(batch) * world
             running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
             bar.set_postfix(loss=f"{running:.4f}", val_auc=f"{state['best_auc']:.4f}")

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,6 +22,9 @@ from jobs.runner import count_cells, list_runs, rereport, run_job
 
 def noisy_square(cell: dict) -> dict:
     """A sweep cell: deterministic in the cell, plus noise from the cell's own seed."""
+    if cell.get("signal_parent"):  # a worker process: the runner is our parent
+        os.kill(os.getppid(), signal.SIGTERM)
+        time.sleep(300)
     if cell.get("fail"):
         raise RuntimeError(f"cell {cell['x']:g} broke")
     return {"x": cell["x"], "y": cell["x"] ** 2 + float(np.random.normal(0, 0.01)), "pid": os.getpid()}
@@ -32,6 +36,7 @@ class ToyConfig:
     cancel_after: int = -1
     """Send ourselves SIGTERM after this many cells, once per run (state remembers it)."""
     fail_at: int = -1
+    signal_parent_at: int = -1
     scale: float = 1.0
     tags: list[str] | None = None
 
@@ -45,7 +50,8 @@ class ToyJob(Job):
     presets = {"tiny": {"points": 4}, "full": {"points": 8}}
 
     def run(self, cfg: ToyConfig, ctx: JobContext) -> dict:
-        cells = [{"x": x * cfg.scale, "fail": x == cfg.fail_at} for x in range(cfg.points)]
+        cells = [{"x": x * cfg.scale, "fail": x == cfg.fail_at, "signal_parent": x == cfg.signal_parent_at}
+                 for x in range(cfg.points)]
         if cfg.cancel_after >= 0 and ctx.load_state("cancelled-once") is None:
             done = ctx.map(noisy_square, cells[: cfg.cancel_after], desc="squares")
             ctx._maps = 0  # the same sweep again below: cells already done are reused
@@ -104,13 +110,21 @@ def test_parallel_sweep_uses_processes_and_matches_serial(tmp_path: Path) -> Non
 def test_cancel_then_resume_keeps_finished_cells(tmp_path: Path) -> None:
     first = run_job("toy-platform-test", root=tmp_path, overrides={"cancel_after": 3}, quiet=True)
     assert first.status == "cancelled" and "--resume" in first.manifest["error"]
-    assert len(list((first.run_dir / "cells").rglob("*.json"))) == 3
+    assert len([p for p in (first.run_dir / "cells").rglob("*.json") if p.name != "sweep.json"]) == 3
+    assert "running" not in list_runs(tmp_path)[0]["status"]
     again = run_job(None, root=tmp_path, resume=f"toy-platform-test/{first.run_dir.name}", quiet=True)
     assert again.status == "succeeded" and again.run_dir == first.run_dir
     assert again.manifest["cells_computed"] == 3  # 6 cells, 3 reused
     assert again.manifest["attempts"][0]["status"] == "cancelled"
     fresh = run_job("toy-platform-test", root=tmp_path, quiet=True)
     assert fresh.results["ys"] == again.results["ys"]  # resuming changes nothing
+
+
+def test_cancel_stops_a_parallel_sweep_at_once(tmp_path: Path) -> None:
+    started = time.monotonic()
+    out = run_job("toy-platform-test", root=tmp_path, overrides={"signal_parent_at": 0}, parallelism=2, quiet=True)
+    assert out.status == "cancelled"
+    assert time.monotonic() - started < 120  # the worker sleeping 300 s was terminated, not awaited
 
 
 def test_failure_is_recorded_and_resume_refuses_new_config(tmp_path: Path) -> None:
