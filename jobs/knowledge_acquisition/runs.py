@@ -6,6 +6,7 @@ cell's explicit `seed`, so results do not depend on the run directory.
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -62,8 +63,10 @@ def pretrain(cfg: dict, ctx, out_dir: Path, save_at: list[int]) -> dict:
                                  lr_at(step, cfg["lr"], cfg["warmup_steps"])))
         if step + 1 in save_at:
             val_losses[str(step + 1)] = round(eval_loss(model, val), 4)
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "steps": step + 1},
-                       checkpoint_path(out_dir, step + 1))
+            path = checkpoint_path(out_dir, step + 1)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")  # atomic: cluster pods may share out_dir
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "steps": step + 1}, tmp)
+            tmp.replace(path)
         if (step + 1) % cfg["resume_every"] == 0 or step + 1 == save_at[-1]:
             ctx.save_state("pretrain", {"model": model.state_dict(), "opt": opt.state_dict(), "step": step + 1,
                                         "rng": sampler.rng.bit_generator.state, "losses": losses,
