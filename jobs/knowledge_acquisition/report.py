@@ -30,9 +30,11 @@ def judge(cfg, results: dict) -> Verdict:
     checks.append(("log-prob rises after injection (effectivity > 0, all 9 groups)",
                    all(e > 0 for e in effs), f"min effectivity {_f(min(effs))}"))
     fits = [g["fit"] for r in (base, large, less) for g in _groups(r, ("paraphrase", "duplicate", "once"), kinds)]
-    pl = [f for f in fits if math.isfinite(f.get("power_r2", float("nan"))) and math.isfinite(f.get("exp_r2", float("nan")))]
+    # only curves that forget (a > 0) can tell the two decay laws apart
+    pl = [f for f in fits if f.get("decay_constant", 0) > 0 and math.isfinite(f.get("power_r2", float("nan")))
+          and math.isfinite(f.get("exp_r2", float("nan")))]
     wins = sum(f["power_r2"] > f["exp_r2"] for f in pl)
-    checks.append(("forgetting follows a power law (power-law fit beats exponential)",
+    checks.append(("forgetting follows a power law (power-law R^2 above exponential, curves with a > 0)",
                    wins > len(pl) / 2 if pl else None, f"{wins}/{len(pl)} curves"))
     dup_faster = [_decay(base, "duplicate", k) > _decay(base, "paraphrase", k) for k in kinds
                   if math.isfinite(_decay(base, "duplicate", k)) and math.isfinite(_decay(base, "paraphrase", k))]
