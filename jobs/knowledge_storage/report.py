@@ -83,7 +83,7 @@ def draw_plots(cfg, results: dict, ctx) -> list:
     panels = [(a, mode, s) for a in cfg.architectures for mode in cfg.finetune_modes for s in cfg.schedules]
     cols = len(cfg.finetune_modes) * len(cfg.schedules)
     rows = len(cfg.architectures)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.6 * rows), squeeze=False, layout="constrained")
     for ax, (arch, mode, s) in zip(axes.flat, panels):
         grid = np.array([[ood(results, arch, m, n, mode, s) for n in sizes] for m in ms])
         im = ax.imshow(grid, origin="lower", vmin=0, vmax=1, cmap="viridis", aspect="auto")
