@@ -36,6 +36,21 @@ def background_corpus(max_chars: int | None = None) -> list[str]:
     import pydoc_data.topics as topics
 
     docs = [t for _, t in sorted(topics.topics.items())]
+    if max_chars is None or sum(map(len, docs)) < max_chars:
+        docs += _stdlib_docstrings()
+    if max_chars is not None:
+        kept, total = [], 0
+        for d in docs:
+            if total >= max_chars:
+                break
+            kept.append(d)
+            total += len(d)
+        docs = kept
+    return docs
+
+
+def _stdlib_docstrings() -> list[str]:
+    docs = []
     root = Path(sysconfig.get_paths()["stdlib"])
     for path in sorted(root.glob("*.py")) + sorted(root.glob("*/*.py")):
         if _SKIP_DIRS & set(path.relative_to(root).parts):
@@ -49,14 +64,6 @@ def background_corpus(max_chars: int | None = None) -> list[str]:
                 doc = ast.get_docstring(node)
                 if doc and len(doc) > 200:
                     docs.append(doc)
-    if max_chars is not None:
-        kept, total = [], 0
-        for d in docs:
-            if total >= max_chars:
-                break
-            kept.append(d)
-            total += len(d)
-        docs = kept
     return docs
 
 

@@ -1,14 +1,15 @@
-"""Pretraining from scratch and the knowledge-injection runs (one run = one sweep cell).
+"""Building blocks of the pretraining and of the knowledge-injection runs (runs.py drives them).
 
 Timeline of an injection run (the paper's, with steps scaled down): from a pretrained checkpoint
 (model and AdamW state), training continues on background batches; at injection steps a fictional
-document's chunks *replace* part of the background batch (the batch keeps its size, as in the
-paper). Paraphrase-regime documents are injected `n_injections` times, each time as a different
-version (the original, then its paraphrases); duplicate-regime documents `n_injections` times
-verbatim; once-regime documents a single time; control documents never. The paper injects all
-documents at the same steps into a 2048-sequence batch; here one document is larger than a small
-batch, so documents are staggered: document j of the round-robin order is injected at
-first_step + j + k * interval, and each document's analysis is aligned on its own injection steps.
+document's chunks *replace* part of the background batch (the batch keeps its size, as in the paper;
+a document larger than the batch makes the step train on the document alone). Paraphrase-regime
+documents are injected `n_injections` times, each time as a different version (the original, then
+its paraphrases); duplicate-regime documents `n_injections` times verbatim; once-regime documents a
+single time; control documents never. The paper injects all documents at the same steps into a
+2048-sequence batch; here one document is larger than a small batch, so documents are staggered:
+document j of the round-robin order is injected at first_step + j + k * interval, and each
+document's analysis is aligned on its own injection steps.
 """
 from __future__ import annotations
 
