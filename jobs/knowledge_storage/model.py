@@ -5,7 +5,7 @@ The paper analyses one attention layer (filtering: the query position attends to
 followed by an MLP (storing: subject and relation features map to the answer). One head is our
 reading of the paper's stylized model (no official code was available to check); with several heads
 an attention-only layer could split relations across heads, which is a different question. Layer
-norms are left out as in the analysed model; a residual stream and learned positions are kept.
+norms are left out (a stylized model); a residual stream and learned positions are kept.
 """
 from __future__ import annotations
 
