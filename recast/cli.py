@@ -11,6 +11,7 @@
     recast stream ...                 # Kafka feature stream: replay, process, labels, status
     recast abtest ...                 # experiments: validate, assign, simulate, report
     recast forecast ...               # PIR forecast revision: train, serve, plot
+    recast jobs ...                   # offline batch jobs (paper experiments): list, run, status, report
 
 Settings: defaults, then recast.yaml (or $RECAST_CONFIG), then RECAST_* environment
 variables, e.g. RECAST_GATEWAY__PORT=9000 (see recast/settings.py).
@@ -155,12 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     # each area registers its own subcommands (recast stream ..., recast abtest ...)
     from abtest.cli import register as register_abtest
+    from jobs.cli import register as register_jobs
     from streaming.cli import register as register_streaming
     from streaming.forecast_cli import register as register_forecast
 
     register_streaming(sub)
     register_abtest(sub)
     register_forecast(sub)
+    register_jobs(sub)
     return p
 
 

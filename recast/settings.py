@@ -211,6 +211,17 @@ class ForecastSettings(BaseModel):
     plots_dir: Path = Path("artifacts/forecast/plots")
 
 
+class JobsSettings(BaseModel):
+    """Offline batch jobs (jobs/, `recast jobs ...`)."""
+
+    run_root: Path = Path("artifacts/jobs")
+    """Runs go to <run_root>/<job>/<run-id>/ (manifest, results, report, plots, cells, state)."""
+    pushgateway_url: str | None = None
+    """Prometheus Pushgateway (host:port or URL) that receives each run's metrics; None: no push."""
+    parallelism: int = 0
+    """Processes of a local sweep; 0: one per available core."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="RECAST_", env_nested_delimiter="__", extra="ignore"
@@ -227,6 +238,7 @@ class Settings(BaseSettings):
     stream: StreamSettings = StreamSettings()
     abtest: AbtestSettings = AbtestSettings()
     forecast: ForecastSettings = ForecastSettings()
+    jobs: JobsSettings = JobsSettings()
 
     def path(self, p: Path) -> Path:
         """Resolve a configured path against ``home``."""

@@ -40,9 +40,11 @@ from training.optim import (
     embedding_init_fn,
     l2_penalty,
     lookup_l2_penalty,
+    needs_closure,
     selection_metric,
     xavier_init,
 )
+from training.sharpness import DenseSharpnessStep
 from training.sparse import CTRModel, padded_to_kjt
 
 
@@ -55,8 +57,11 @@ class TrainConfig:
     batch_size: int = 4096
     lr: float = 1e-3
     weight_decay: float = 0.0
-    dense_optimizer: str = "adam"
-    """training/optim.py DENSE_OPTIMIZERS."""
+    optimizer: str = "adam"
+    """Dense-parameter optimizer (training/optim/registry.py): adam, adagrad, sgd, sam, lightsam
+    (= lightsam-adagradnorm), lightsam-adagrad, lightsam-adam."""
+    rho: float = 0.05
+    """Perturbation radius of the sharpness-aware optimizers (sam, lightsam-*)."""
     embedding_update: Literal["fused", "dense"] = "fused"
     embedding_optimizer: str = "adagrad"
     embedding_lr: float = 0.05
@@ -200,6 +205,10 @@ def train(
         return lookup_l2_penalty(dmp.module.last_field_emb, cfg.embedding_l2)
 
     auxiliary_loss = getattr(_head(dmp), "auxiliary_loss", None)  # mixture-of-experts heads
+    sharpness = None
+    if needs_closure(optimizers.dense):  # sharpness-aware: a second pass at perturbed dense weights
+        dense_params = [p for group in optimizers.dense.param_groups for p in group["params"]]
+        sharpness = DenseSharpnessStep(dmp, dmp.module.ebc, optimizers.dense, dense_params, cfg.grad_clip)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     state: dict[str, Any] = {"epoch": 0, "best_auc": -1.0, "best_metric": -float("inf"), "best_epoch": 0,
@@ -242,7 +251,11 @@ def train(
             loss.backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(optimizers.clipped, cfg.grad_clip)
-            optimizers.step()
+            if sharpness is None:
+                optimizers.step()
+            else:  # sharpness-aware (fused tables only): the loss again, at perturbed dense weights
+                sharpness.step(lambda: loss_fn(dmp(padded_to_kjt(spec, batch.ids, batch.mask), batch.dense), batch.labels)
+                               + (auxiliary_loss() if auxiliary_loss is not None else 0.0))
             seen += len(batch) * world
             running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
             bar.set_postfix(loss=f"{running:.4f}", val_auc=f"{state['best_auc']:.4f}")

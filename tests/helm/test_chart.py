@@ -78,6 +78,12 @@ VALUE_SETS: dict[str, tuple[dict[str, Any], list[str]]] = {
         "abtestReport": {"enabled": False}, "streamProcessor": {"enabled": False},
         "metrics": {"dashboard": {"enabled": False}},
     }, []),
+    "jobs-indexed-and-cron": ({
+        "jobs": {"lightsam": {"enabled": True, "cells": 12, "parallelism": 3, "args": ["--set", "seeds=1"]},
+                 "nightly": {"enabled": True, "schedule": "0 2 * * *", "preset": "tiny", "cells": 4,
+                             "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}}}},
+        "jobsPushgatewayUrl": "http://pushgateway.monitoring:9091",
+    }, []),
 }
 
 

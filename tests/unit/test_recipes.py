@@ -21,7 +21,7 @@ from training.recipes import RECIPES, recipe
 
 
 def _cfg(**kw):
-    base = dict(dense_optimizer="adam", lr=1e-3, weight_decay=0.0, embedding_update="dense",
+    base = dict(optimizer="adam", rho=0.05, lr=1e-3, weight_decay=0.0, embedding_update="dense",
                 embedding_optimizer="adagrad", embedding_lr=0.05, grad_clip_scope="full")
     return SimpleNamespace(**(base | kw))
 
@@ -41,8 +41,12 @@ def test_build_optimizers_splits_tables_from_the_dense_part() -> None:
     assert [id(p) for p in dense_only.clipped] == [id(head)]
     fused = build_optimizers(_cfg(embedding_update="fused"), named)
     assert fused.embedding is None and fused.tables == []
-    with pytest.raises(ValueError, match="dense optimizer"):
-        build_optimizers(_cfg(dense_optimizer="nope"), named)
+    with pytest.raises(ValueError, match="unknown optimizer 'nope'"):
+        build_optimizers(_cfg(optimizer="nope"), named)
+    with pytest.raises(ValueError, match="needs embedding_update=fused"):
+        build_optimizers(_cfg(optimizer="lightsam"), named)
+    sam = build_optimizers(_cfg(optimizer="lightsam", embedding_update="fused"), named)
+    assert type(sam.dense).__name__ == "LightSAMAdaGradNorm" and sam.embedding is None
 
 
 def test_lr_decay_multiplies_every_group_down_to_the_floor() -> None:

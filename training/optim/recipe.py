@@ -15,8 +15,8 @@ Two ways to update embedding tables (``TrainConfig.embedding_update``):
   tables, clipping of the full model's gradient norm. Right for tables that fit
   every rank's memory (all built-in datasets but full Criteo).
 
-``build_optimizers`` is the one place that turns a config into optimizers;
-a new dense optimizer is one entry in ``DENSE_OPTIMIZERS``.
+``build_optimizers`` is the one place that turns a config into optimizers; the dense
+optimizer is any name of ``training.optim.registry`` (torch's, SAM, LightSAM).
 """
 
 from __future__ import annotations
@@ -27,12 +27,14 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-DENSE_OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+from training.optim.registry import is_sharpness_aware, make_optimizer
+
+TABLE_OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
     "adagrad": torch.optim.Adagrad,
     "sgd": torch.optim.SGD,
 }
-"""Optimizers for the dense part (and for tables under ``embedding_update="dense"``)."""
+"""Optimizers for the tables under ``embedding_update="dense"``."""
 FUSED_EMBEDDING_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adagrad": torch.optim.Adagrad,
     "sgd": torch.optim.SGD,
@@ -120,14 +122,15 @@ def build_optimizers(cfg: Any, named: Iterable[tuple[str, nn.Parameter]]) -> Opt
         if not p.requires_grad:
             continue
         (tables if ".ebc." in f".{name}" else dense).append(p)
-    if cfg.dense_optimizer not in DENSE_OPTIMIZERS:
-        raise ValueError(f"dense optimizer must be one of {sorted(DENSE_OPTIMIZERS)}, got {cfg.dense_optimizer!r}")
-    dense_opt = DENSE_OPTIMIZERS[cfg.dense_optimizer](dense, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if is_sharpness_aware(cfg.optimizer) and cfg.embedding_update != "fused":
+        raise ValueError(f"optimizer={cfg.optimizer} trains the dense part only and needs embedding_update=fused "
+                         "(its second pass reuses the fused tables' lookups)")
+    dense_opt = make_optimizer(cfg.optimizer, dense, lr=cfg.lr, rho=cfg.rho, weight_decay=cfg.weight_decay)
     if cfg.embedding_update == "fused":
         return Optimizers(dense_opt, None, dense, [])
-    if cfg.embedding_optimizer not in DENSE_OPTIMIZERS:
-        raise ValueError(f"embedding optimizer must be one of {sorted(DENSE_OPTIMIZERS)}, got {cfg.embedding_optimizer!r}")
-    table_opt = DENSE_OPTIMIZERS[cfg.embedding_optimizer](tables, lr=cfg.embedding_lr)
+    if cfg.embedding_optimizer not in TABLE_OPTIMIZERS:
+        raise ValueError(f"embedding optimizer must be one of {sorted(TABLE_OPTIMIZERS)}, got {cfg.embedding_optimizer!r}")
+    table_opt = TABLE_OPTIMIZERS[cfg.embedding_optimizer](tables, lr=cfg.embedding_lr)
     clipped = dense + tables if cfg.grad_clip_scope == "full" else dense
     return Optimizers(dense_opt, table_opt, clipped, tables)
 
