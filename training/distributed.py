@@ -37,9 +37,12 @@ def init_distributed() -> tuple[int, int]:
     if not dist.is_initialized():
         rank = int(os.environ.get("RANK", 0))
         world = int(os.environ.get("WORLD_SIZE", 1))
-        if world == 1:
+        if world == 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
+            # A group of one outside torchrun: its own free port, whatever an earlier group of this process (or of a
+            # parent whose environment we inherited) left in MASTER_PORT -- parallel single-process
+            # trainings (sweep cells) would otherwise race for the same port.
             os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-            os.environ.setdefault("MASTER_PORT", str(_free_port()))
+            os.environ["MASTER_PORT"] = str(_free_port())
         dist.init_process_group("gloo", rank=rank, world_size=world)
     return dist.get_rank(), dist.get_world_size()
 
