@@ -62,9 +62,9 @@ def main() -> None:
         bundles[name] = out
         progress(f"{name}: bundle trained and exported in {time.perf_counter() - t0:.0f}s")
 
-    from streaming.forecast_events import ForecastV1
-    from streaming.forecast_replay import forecast_events, read_series
-    from streaming.forecast_service import ForecastBundle, RevisionProcessor
+    from forecasting.events import ForecastV1
+    from forecasting.replay import forecast_events, read_series
+    from forecasting.service import ForecastBundle, RevisionProcessor
 
     rows, results = [], {}
     for name, lookback, horizon in specs:
@@ -101,8 +101,8 @@ def main() -> None:
 
     # end to end through the broker
     from streaming.broker import LocalBroker
-    from streaming.forecast_replay import replay
-    from streaming.forecast_service import ForecastService, ensure_forecast_topics
+    from forecasting.replay import replay
+    from forecasting.service import ForecastService, ensure_forecast_topics
 
     port = free_port()
     kafka_rows = []

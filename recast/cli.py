@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     # each area registers its own subcommands (recast stream ..., recast abtest ...)
     from abtest.cli import register as register_abtest
     from streaming.cli import register as register_streaming
-    from streaming.forecast_cli import register as register_forecast
+    from forecasting.cli import register as register_forecast
 
     register_streaming(sub)
     register_abtest(sub)

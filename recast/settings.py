@@ -150,7 +150,7 @@ class AbtestSettings(BaseModel):
 
 
 class ForecastSettings(BaseModel):
-    """Forecasting with PIR (training/forecasting/) and the streaming revision service (streaming/forecast_*.py)."""
+    """Forecasting with PIR: models and fitting in training/forecasting/, the torch-free runtime in forecasting/."""
 
     series: str = "victoria"
     """What `recast forecast train` fits: victoria (statsmodels' hourly demand), etth1, generatedN or a CSV path."""

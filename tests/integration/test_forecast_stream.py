@@ -54,10 +54,10 @@ def env(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_stream_revises_matures_and_exports_metrics(env) -> None:
-    from streaming.forecast_events import decode
-    from streaming.forecast_plot import read_topic
-    from streaming.forecast_replay import read_series, replay
-    from streaming.forecast_service import ForecastService, ensure_forecast_topics
+    from forecasting.events import decode
+    from forecasting.plot import read_topic
+    from forecasting.replay import read_series, replay
+    from forecasting.service import ForecastService, ensure_forecast_topics
 
     settings, info = env
     assert ensure_forecast_topics(settings) == {settings.forecast.forecasts_topic: 2,

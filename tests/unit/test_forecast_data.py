@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streaming.forecast_core import time_features
+from forecasting.contract import time_features
 from training.forecasting.data import ETTH1, generated_series, load_etth1, load_victoria, prepare, split_borders
 
 

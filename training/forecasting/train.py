@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from streaming.forecast_core import RetrievalStore
+from forecasting.store import RetrievalStore
 from training.forecasting.data import Prepared, WindowSet
 from training.forecasting.dlinear import DLinear, DLinearConfig
 from training.forecasting.patchtst import PatchTST, PatchTSTConfig

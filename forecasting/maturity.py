@@ -1,7 +1,7 @@
 """Maturity of forecasts: a (window, target) pair enters the store only once its whole horizon is observed.
 
 Pure bookkeeping over numpy arrays (no Kafka, no ONNX), so a forecast is never
-revised with values it is meant to predict; see streaming/forecast_service.py.
+revised with values it is meant to predict; see forecasting/service.py.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Iterable
 
 import numpy as np
 
-from streaming.forecast_core import RetrievalStore
+from forecasting.store import RetrievalStore
 
 
 @dataclass

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from recast.settings import Settings
-from streaming.forecast_events import ActualV1, ForecastV1, encode
+from forecasting.events import ActualV1, ForecastV1, encode
 
 
 def read_series(name_or_path: str) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -69,7 +69,7 @@ def replay(settings: Settings, series: str = "victoria", start: int | None = Non
     """Publish actuals + base forecasts of ``series`` (default: from the start of its test split)."""
     from kafka import KafkaProducer
 
-    from streaming.forecast_service import ForecastBundle
+    from forecasting.service import ForecastBundle
     from streaming.topics import producer_config
 
     f = settings.forecast

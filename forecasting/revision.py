@@ -1,6 +1,6 @@
 """Revision of decoded forecasts: validation, maturity, batched ONNX revision, metrics (no Kafka).
 
-The consumer loop in streaming/forecast_service.py feeds it; kept free of Kafka so
+The consumer loop in forecasting/service.py feeds it; kept free of Kafka so
 tests and benchmarks can drive it with plain events.
 """
 
@@ -14,9 +14,9 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from recast.settings import Settings
-from streaming.forecast_bundle import ForecastBundle
-from streaming.forecast_events import ActualV1, ForecastV1, RevisedForecastV1
-from streaming.forecast_maturity import Matured, MaturityTracker, Pending
+from forecasting.bundle import ForecastBundle
+from forecasting.events import ActualV1, ForecastV1, RevisedForecastV1
+from forecasting.maturity import Matured, MaturityTracker, Pending
 
 log = logging.getLogger("recast.forecast")
 
@@ -76,7 +76,7 @@ class Rolling:
 
 # ---------------------------------------------------------------------------- the processor (no Kafka)
 class RevisionProcessor:
-    """Maturity + revision + metrics over decoded events; the Kafka loop (streaming/forecast_service.py) feeds it."""
+    """Maturity + revision + metrics over decoded events; the Kafka loop (forecasting/service.py) feeds it."""
 
     def __init__(self, settings: Settings, bundle: ForecastBundle, registry: CollectorRegistry | None = None) -> None:
         f = settings.forecast

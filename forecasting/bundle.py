@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from streaming.forecast_core import RetrievalStore, time_features
+from forecasting.contract import time_features
+from forecasting.store import RetrievalStore
 
 ONLINE_STORE = "store.online.npz"
 

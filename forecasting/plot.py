@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from recast.settings import Settings
-from streaming.forecast_events import ActualV1, RevisedForecastV1, decode
+from forecasting.events import ActualV1, RevisedForecastV1, decode
 from streaming.topics import read_topic_values as read_topic
 
 

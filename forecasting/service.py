@@ -36,9 +36,9 @@ Metrics (``/metrics`` on ``forecast.metrics_port``):
 ``recast_forecast_rolling_delta_mae`` (|δ - realised MSE|).
 
 This module is the Kafka side (poll, publish, commit, topics, entry point); the
-pieces it drives live apart and are re-exported here: streaming/forecast_bundle.py
-(the ONNX bundle), streaming/forecast_maturity.py (step 1) and
-streaming/forecast_revision.py (step 2 and the metrics).
+pieces it drives live apart and are re-exported here: forecasting/bundle.py
+(the ONNX bundle), forecasting/maturity.py (step 1) and
+forecasting/revision.py (step 2 and the metrics).
 """
 
 from __future__ import annotations
@@ -51,10 +51,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from recast.settings import Settings
-from streaming.forecast_bundle import ONLINE_STORE, ForecastBundle
-from streaming.forecast_events import ForecastV1, InvalidForecastEvent, decode, encode
-from streaming.forecast_maturity import Matured, MaturityTracker, Pending  # noqa: F401  (re-exported)
-from streaming.forecast_revision import ForecastMetrics, RevisionProcessor, Rolling  # noqa: F401  (re-exported)
+from forecasting.bundle import ONLINE_STORE, ForecastBundle
+from forecasting.events import ForecastV1, InvalidForecastEvent, decode, encode
+from forecasting.maturity import Matured, MaturityTracker, Pending  # noqa: F401  (re-exported)
+from forecasting.revision import ForecastMetrics, RevisionProcessor, Rolling  # noqa: F401  (re-exported)
 
 log = logging.getLogger("recast.forecast")
 
