@@ -22,24 +22,17 @@ from forecasting.events import ActualV1, ForecastV1, encode
 
 
 def read_series(name_or_path: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(columns, values [T, C] float32, ts_ms [T]) of ``victoria`` or a CSV in the ETT layout (polars, no torch)."""
-    import polars as pl
+    """(columns, values [T, C] float32, ts_ms [T]) of ``victoria``, a CSV or a dataset description (.json)."""
+    from forecasting.dataset import DatasetSpec, read_csv
 
     if name_or_path.lower() == "victoria":
         import statsmodels
 
         path = Path(statsmodels.__file__).parent / "tsa" / "stl" / "tests" / "results" / "mstl_elec_vic.csv"
-    else:
-        path = Path(name_or_path)
-    frame = pl.read_csv(path, try_parse_dates=True)
-    time_col = next(c for c in ("date", "ds", "timestamp", "time") if c in frame.columns)
-    ts = frame[time_col]
-    if ts.dtype == pl.Utf8:
-        ts = ts.str.to_datetime()
-    cols = [c for c in frame.columns if c != time_col]
-    values = frame.select(cols).to_numpy().astype(np.float32)
-    ts_ms = ts.dt.cast_time_unit("ms").cast(pl.Int64).to_numpy()
-    return (["demand"] if name_or_path.lower() == "victoria" else cols), values, ts_ms
+        _, values, ts_ms = read_csv(DatasetSpec("victoria", str(path)))
+        return ["demand"], values, ts_ms
+    spec = DatasetSpec.from_json(name_or_path) if name_or_path.endswith(".json") else DatasetSpec.for_csv(name_or_path)
+    return read_csv(spec)
 
 
 def forecast_events(bundle, values: np.ndarray, ts_ms: np.ndarray, series: str, start: int = 0,

@@ -20,8 +20,14 @@ A consumer-group member reading two topics (``forecast.forecasts_topic`` and
    (at-least-once: a crash may publish a revision twice).
 
 State (pending forecasts, recent actuals, the store) is in memory; the
-store is written to ``<bundle>/store.online.npz`` on shutdown and loaded
-from there on the next start when present. Pending forecasts of a crashed
+store is written to ``<bundle>/store.online.npz`` on shutdown, tagged with
+the bundle's version, and loaded from there on the next start of the *same*
+bundle (a retrained bundle starts from its own training pairs). Pairs are
+keyed by series: a forecast retrieves only its own series' pairs unless
+``forecast.shared_store``. A record that cannot be decoded for any reason is
+counted (``recast_forecast_invalid_total{reason}``) and skipped, never fatal.
+With ``forecast.fallback`` a channel whose rolling revised MSE is above the
+base's is served the base forecast (``recast_forecast_channel_fallback``). Pending forecasts of a crashed
 instance are not matured by the next one (their pairs are missing from the
 store; nothing wrong enters it).
 
@@ -51,7 +57,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from recast.settings import Settings
-from forecasting.bundle import ONLINE_STORE, ForecastBundle
+from forecasting.bundle import ForecastBundle
 from forecasting.events import ForecastV1, InvalidForecastEvent, decode, encode
 from forecasting.maturity import Matured, MaturityTracker, Pending  # noqa: F401  (re-exported)
 from forecasting.revision import ForecastMetrics, RevisionProcessor, Rolling  # noqa: F401  (re-exported)
@@ -66,7 +72,8 @@ class ForecastService:
                  registry: CollectorRegistry | None = None, group: str | None = None) -> None:
         f = settings.forecast
         self.settings = settings
-        self.bundle = bundle or ForecastBundle(settings.path(f.bundle_dir), f.threads, f.store_capacity)
+        self.bundle = bundle or ForecastBundle(settings.path(f.bundle_dir), f.threads, f.store_capacity,
+                                               shared_store=f.shared_store)
         self.processor = RevisionProcessor(settings, self.bundle, registry)
         self.registry = self.processor.registry
         self.metrics = self.processor.metrics
@@ -95,7 +102,7 @@ class ForecastService:
             self.producer.close(timeout=5)
             self.producer = None
         if save_store:
-            self.bundle.store.save(self.bundle.path / ONLINE_STORE)
+            self.bundle.save_online_store()
 
     def request_stop(self, *_: Any) -> None:
         self.stop_requested = True
@@ -115,6 +122,12 @@ class ForecastService:
                 except InvalidForecastEvent as exc:
                     self.metrics.invalid.labels(exc.reason).inc()
                     self.totals["invalid"] += 1
+                    continue
+                except Exception as exc:  # noqa: BLE001 - no record may stop the service (deep nesting, bytes...)
+                    self.metrics.invalid.labels("undecodable").inc()
+                    self.totals["invalid"] += 1
+                    log.warning("skipped an undecodable record at %s[%d]@%d: %s", tp.topic, tp.partition,
+                                r.offset, type(exc).__name__)
                     continue
                 (forecasts if isinstance(e, ForecastV1) else actuals).append(e)
         if not n:

@@ -146,7 +146,8 @@ def test_delta_is_detached_from_the_revision_gates() -> None:
 
 def test_pipeline_keeps_the_backbone_frozen_and_improves_a_weak_backbone() -> None:
     from training.forecasting.data import generated_series, prepare
-    from training.forecasting.train import FitConfig, fit_pipeline
+    from training.forecasting.pipeline import fit_pipeline
+    from training.forecasting.train import FitConfig
 
     prep = prepare(generated_series(n=900, channels=2, seed=1), 48, 12)
     run = fit_pipeline(prep, "dlinear", FitConfig(epochs=1, batch_size=64, lr=1e-3),
@@ -158,18 +159,31 @@ def test_pipeline_keeps_the_backbone_frozen_and_improves_a_weak_backbone() -> No
     assert np.isfinite(t["delta"]["r2"])
 
 
+def arrays_with_hits(x: np.ndarray, base: np.ndarray, marks: np.ndarray, n_pairs: int = 12, seed: int = 1):
+    """PIRArrays over a real store of random pairs (some queries with fewer than K valid hits)."""
+    from forecasting.store import RetrievalStore
+    from training.forecasting.train import PIRArrays
+
+    rng = np.random.default_rng(seed)
+    store = RetrievalStore(C, L, H, 64)
+    store.add(rng.normal(size=(n_pairs, L, C)), rng.normal(size=(n_pairs, H, C)), np.arange(n_pairs))
+    not_after = np.array([n_pairs] * (len(x) - 1) + [2])  # the last query only sees 3 pairs (< K)
+    sims, index = store.search(x, K, not_after=not_after)
+    return PIRArrays(x, np.zeros_like(base), marks, base, sims, index, store)
+
+
 def test_onnx_export_parity(tmp_path) -> None:
     pytest.importorskip("onnxruntime")
     from training.forecasting.export import export_pir, pir_parity
-    from training.forecasting.train import PIRArrays
 
     torch.manual_seed(0)
     pir = PIR(cfg()).eval()
     with torch.no_grad():
         pir.local.head.weight.normal_(0, 0.2)
-    x, base, marks, sims, targets, mask = (t.numpy() for t in inputs())
-    mask[0, 0, 2:] = 0
-    arr = PIRArrays(x, np.zeros_like(base), marks, base, sims, targets, mask)
+        pir.keep[0, : H // 2] = 0  # the guard's mask is part of the graph
+    x, base, marks, *_ = (t.numpy() for t in inputs())
+    arr = arrays_with_hits(x, base, marks)
+    assert arr.arrays(slice(None))[5][-1].sum() == 3 * C
     path = export_pir(pir, tmp_path / "pir.onnx")
     diff, delta = pir_parity(pir, path, arr)
     assert diff <= 1e-5 and delta.shape == (B, C)

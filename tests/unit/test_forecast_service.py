@@ -23,7 +23,8 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("forecast_bundle")
-    info = train_bundle("generated2", "dlinear", L, H, epochs=1, pir_epochs=1, out_dir=out, store_capacity=5000)
+    info = train_bundle("generated2", "dlinear", L, H, epochs=1, pir_epochs=1, out_dir=out, store_capacity=5000,
+                        top_ks=(10,))
     assert info["parity"]["pir_max_abs_diff"] <= 1e-5 and info["parity"]["backbone_max_abs_diff"] <= 1e-5
     return out
 
@@ -63,7 +64,8 @@ def test_processor_revises_matures_and_exports_metrics(bundle_dir: Path, tmp_pat
     registry = CollectorRegistry()
     proc = RevisionProcessor(s, bundle, registry)
     series = generated_series(channels=2)
-    events = list(forecast_events(bundle, series.values, series.ts_ms, "gen", start=1500, end=1600, stride=4))
+    events = list(forecast_events(bundle, series.values, series.ts_ms, bundle.series_name, start=1500, end=1600,
+                                  stride=4))
     revised, actuals = [], []
     for e in events:
         if isinstance(e, ForecastV1):

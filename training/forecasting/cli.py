@@ -33,7 +33,8 @@ def cmd_train(args: argparse.Namespace, s) -> None:
     _print(train_bundle(args.series or f.series, args.backbone or f.backbone, args.lookback or f.seq_len,
                         args.horizon or f.pred_len, f.epochs if args.epochs is None else args.epochs,
                         f.pir_epochs if args.pir_epochs is None else args.pir_epochs, _bundle(args, s), seed=f.seed,
-                        store_capacity=f.store_capacity, threads=args.threads, log=log))
+                        store_capacity=f.store_capacity, threads=args.threads, log=log,
+                        calibration=args.calibration or f.calibration, top_ks=tuple(args.top_k or f.top_ks)))
 
 
 def cmd_export(args: argparse.Namespace, s) -> None:
@@ -57,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--horizon", type=int)
     t.add_argument("--epochs", type=int, help="backbone epochs (early stopping may stop sooner)")
     t.add_argument("--pir-epochs", type=int)
+    t.add_argument("--calibration", choices=["holdout", "crossfit", "insample"],
+                   help="where PIR learns the backbone's errors (default forecast.calibration)")
+    t.add_argument("--top-k", type=int, nargs="+", help="PIR's K, chosen on held-out windows (default forecast.top_ks)")
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--bundle", help="output folder (default forecast.bundle_dir)")
     t.add_argument("--quiet", action="store_true")
