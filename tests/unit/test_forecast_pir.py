@@ -115,13 +115,80 @@ def test_global_revision_denormalises_with_the_query_statistics() -> None:
     assert torch.allclose(revised, expected, atol=1e-4)
 
 
-def test_alpha_grows_with_the_estimated_error() -> None:
-    pir = PIR(cfg())
+def _local_only(gates: str = "paper") -> PIR:
+    torch.manual_seed(0)
+    pir = PIR(cfg(use_global=False, gates=gates)).eval()
     with torch.no_grad():
-        pir.alpha_w.uniform_(-3, 3)  # any raw value: the slope is softplus(raw) >= 0
-    d = torch.linspace(0, 5, 50).view(-1, 1)
-    alpha = torch.sigmoid(torch.nn.functional.softplus(pir.alpha_w) * d + pir.alpha_b)
-    assert (alpha[1:] >= alpha[:-1]).all()
+        pir.local.head.weight.normal_(0, 0.5)
+    return pir
+
+
+@pytest.mark.parametrize("gates", ["paper", "per_step"])
+def test_alpha_scales_the_local_correction_through_forward(gates: str) -> None:
+    """ŷ - ȳ = α·y_local: doubling σ⁻¹(α) changes the correction by exactly the ratio of the α values."""
+    pir = _local_only(gates)
+    x, base, marks, sims, targets, mask = inputs()
+    corrections, alphas = [], []
+    for a in (0.2, 0.6):
+        with torch.no_grad():
+            pir.alpha_w.fill_(-50.0 if gates == "per_step" else 0.0)  # slope 0 (per_step: softplus(-50))
+            pir.alpha_b.fill_(float(torch.logit(torch.tensor(a))))
+        revised, _ = pir(x, base, marks, sims, targets, mask)
+        corrections.append(revised - base)
+        alphas.append(pir.gates(x, base, sims, mask)[0])
+    assert torch.allclose(alphas[0], torch.full_like(alphas[0], 0.2), atol=1e-6)
+    assert corrections[0].abs().max() > 1e-3
+    assert torch.allclose(corrections[1], corrections[0] * 3.0, atol=1e-5)
+
+
+def test_alpha_grows_with_the_estimated_error_per_step_gates() -> None:
+    """``per_step`` keeps α's slope >= 0: a window with a larger δ gets a larger α, whatever the raw weights."""
+    pir = _local_only("per_step")
+    with torch.no_grad():
+        pir.alpha_w.uniform_(-3, 3)
+    x, base, marks, sims, targets, mask = inputs()
+    alpha, _ = pir.gates(x, base, sims, mask)
+    delta = pir.estimate(x, base)
+    order = torch.argsort(delta[:, 0])
+    a = alpha[order, 0]  # [B, H] sorted by δ of channel 0
+    assert (a[1:] >= a[:-1] - 1e-7).all()
+
+
+def test_beta_mixes_in_the_retrieval_forecast_through_forward() -> None:
+    """Global only, all hits the same normalised target t: ŷ = ȳ + β·(t·std + mean - ȳ), β from PIR's gates."""
+    torch.manual_seed(0)
+    pir = PIR(cfg(use_local=False)).eval()
+    x, base, marks, sims, _, mask = inputs()
+    t = torch.randn(B, C, 1, H).repeat(1, 1, K, 1)
+    revised, _ = pir(x, base, marks, sims, t, mask)
+    _, beta = pir.gates(x, base, sims, mask)
+    assert ((beta > 0) & (beta < 1)).all() and beta.std() > 0  # σ(MLP(δ, sims)) varies with the window
+    xt = x.transpose(1, 2)
+    mean, std = xt.mean(-1, keepdim=True), torch.sqrt(xt.var(-1, keepdim=True, unbiased=False) + 1e-5)
+    y_ret = t[:, :, 0] * std + mean
+    expected = base + (beta * (y_ret - base.transpose(1, 2))).transpose(1, 2)
+    assert torch.allclose(revised, expected, atol=1e-5)
+    # a channel without a valid neighbour gets β = 0: its revised forecast is the base
+    mask0 = mask.clone()
+    mask0[:, 1] = 0
+    revised0, _ = pir(x, base, marks, sims, t, mask0)
+    assert torch.equal(revised0[:, :, 1], base[:, :, 1])
+
+
+def test_guard_keep_zeroes_both_gates_through_forward() -> None:
+    torch.manual_seed(0)
+    pir = PIR(cfg()).eval()
+    with torch.no_grad():
+        pir.local.head.weight.normal_(0, 0.5)
+        pir.keep[1, :] = 0
+        pir.keep[0, H // 2:] = 0
+    x, base, marks, sims, targets, mask = inputs()
+    revised, _ = pir(x, base, marks, sims, targets, mask)
+    assert torch.equal(revised[:, :, 1], base[:, :, 1])
+    assert torch.equal(revised[:, H // 2:, 0], base[:, H // 2:, 0])
+    assert (revised[:, : H // 2, 0] - base[:, : H // 2, 0]).abs().min() > 0
+    alpha, beta = pir.gates(x, base, sims, mask)
+    assert float(alpha[:, 1].abs().max()) == 0.0 and float(beta[:, 1].abs().max()) == 0.0
 
 
 def test_loss_is_mse_plus_lambda_l1_of_the_estimator() -> None:

@@ -100,3 +100,127 @@ def test_wrong_shapes_are_counted_not_revised(bundle_dir: Path) -> None:
                      base=[[1.0, 2.0]] * H)
     assert proc.on_forecasts([bad]) == []
     assert registry.get_sample_value("recast_forecast_invalid_total", {"reason": "shape"}) == 1
+
+
+def _replay(bundle, proc, start: int, end: int, stride: int = 2):
+    """Send a real series through the processor in order; returns the revised events by forecast id."""
+    from forecasting.replay import forecast_events
+    from training.forecasting.data import generated_series
+
+    series = generated_series(channels=2)
+    out = {}
+    for e in forecast_events(bundle, series.values, series.ts_ms, bundle.series_name, start=start, end=end,
+                             stride=stride):
+        if isinstance(e, ForecastV1):
+            for r in proc.on_forecasts([e]):
+                out[r.forecast_id] = (e, r)
+        else:
+            proc.on_actuals([e])
+    return out
+
+
+def test_service_revision_equals_offline_pir_on_the_same_windows(bundle_dir: Path) -> None:
+    """The ONNX service path (scaling, ms store, series key, marks, top-K) reproduces the torch PIR offline."""
+    import torch
+
+    from forecasting.service import ForecastBundle
+    from training.forecasting.data import generated_series, prepare
+    from training.forecasting.pir import PIR, PIRConfig
+    from training.forecasting.train import pir_arrays, pir_predict, training_store
+
+    ck = torch.load(bundle_dir / "checkpoint.pt", weights_only=False)
+    pir = PIR(PIRConfig(**ck["pir_config"]))
+    pir.load_state_dict(ck["pir_state"])
+    assert pir.keep.numel() and np.array_equal(pir.keep.numpy(), np.asarray(
+        json.loads((bundle_dir / "forecast.json").read_text())["guard"]["keep_steps"]))
+    prep = prepare(generated_series(channels=2), L, H)
+    test = prep.windows("test").subset(np.arange(0, 200, 7))
+    bundle = ForecastBundle(bundle_dir, load_online_store=False)
+    raw_x = prep.scaler.inverse(test.x)
+    raw_base = bundle.base_forecast(raw_x)
+    offline, offline_delta = pir_predict(pir, pir_arrays(test, bundle.scale(raw_base), training_store(prep),
+                                                         pir.config.top_k))
+    origin = prep.series.ts_ms[test.input_end]
+    served, delta = bundle.revise(raw_x, raw_base, origin, np.full(len(test), prep.series.step_ms),
+                                  [bundle.series_name] * len(test))
+    assert np.allclose(bundle.scale(served), offline, atol=1e-4)
+    assert np.allclose(delta, offline_delta, atol=1e-4)
+
+
+def test_service_never_retrieves_a_pair_matured_after_the_origin(bundle_dir: Path) -> None:
+    """Through the processor: pairs mature as the stream goes; a late re-sent forecast must be revised exactly
+    as it was when first served (it may not see its own, later-matured pair), and every hit matured by its origin."""
+    from forecasting.service import ForecastBundle, RevisionProcessor
+
+    bundle = ForecastBundle(bundle_dir, store_capacity=5000, load_online_store=False)
+    proc = RevisionProcessor(settings_for(bundle_dir, fallback=False), bundle, CollectorRegistry())
+    first = _replay(bundle, proc, start=1500, end=1650)
+    assert proc.matured_count > 20
+    early = [e for e, _ in first.values()][:10]
+    resent = [e.model_copy(update={"forecast_id": e.forecast_id + "-again"}) for e in early]
+    again = proc.on_forecasts(resent)
+    for e, r in zip(early, again):
+        assert np.allclose(r.revised, first[e.forecast_id][1].revised, atol=1e-5)
+    x = bundle.scale(np.asarray([e.input for e in early], dtype=np.float32))
+    origins = np.asarray([e.ts_ms for e in early])
+    hits = bundle.retrieve(x, origins, [bundle.series_name] * len(early))
+    at = bundle.store.matured_at[np.maximum(hits.index, 0)]
+    assert (at[hits.mask > 0] <= np.repeat(origins, hits.mask[0].size).reshape(hits.mask.shape)[hits.mask > 0]).all()
+
+
+def test_store_is_keyed_by_series(bundle_dir: Path) -> None:
+    from forecasting.service import ForecastBundle
+
+    bundle = ForecastBundle(bundle_dir, load_online_store=False)
+    x = np.zeros((1, L, 2), dtype=np.float32) + np.arange(L, dtype=np.float32)[None, :, None]
+    origin = np.array([2 * 10**12])
+    assert bundle.retrieve(bundle.scale(x), origin, [bundle.series_name]).mask.sum() > 0
+    assert bundle.retrieve(bundle.scale(x), origin, ["another-series"]).mask.sum() == 0  # never its pairs
+    shared = ForecastBundle(bundle_dir, load_online_store=False, shared_store=True)
+    assert shared.retrieve(shared.scale(x), origin, ["another-series"]).mask.sum() > 0
+
+
+def test_online_store_is_versioned_with_the_bundle(bundle_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from forecasting.service import ForecastBundle
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, copy)
+    bundle = ForecastBundle(copy, load_online_store=False)
+    bundle.store.add(np.ones((1, L, 2)), np.ones((1, H, 2)), 3 * 10**12, series=bundle.series_name)
+    bundle.save_online_store()
+    assert ForecastBundle(copy).store_source == "store.online.npz"
+    meta = json.loads((copy / "forecast.json").read_text())
+    meta["version"] = "retrained"
+    (copy / "forecast.json").write_text(json.dumps(meta))
+    fresh = ForecastBundle(copy)
+    assert fresh.store_source == "store.npz" and len(fresh.store) == len(bundle.store) - 1
+
+
+def test_fallback_serves_the_base_on_channels_where_revision_is_worse(bundle_dir: Path) -> None:
+    from forecasting.maturity import Matured, Pending
+    from forecasting.service import ForecastBundle, RevisionProcessor
+
+    registry = CollectorRegistry()
+    bundle = ForecastBundle(bundle_dir, load_online_store=False)
+    proc = RevisionProcessor(settings_for(bundle_dir, fallback_min_matured=5), bundle, registry)
+    rng = np.random.default_rng(0)
+    matured = []
+    for i in range(8):
+        target = rng.normal(size=(H, 2)).astype(np.float32)
+        base = target + 0.5
+        revised = target + np.array([[1.0, 0.1]], dtype=np.float32)  # channel 0 worse, channel 1 better
+        matured.append(Matured(Pending(f"f{i}", bundle.series_name, 10**12 + i, 3_600_000, np.zeros((L, 2)), base,
+                                       revised, np.zeros(2), target)))
+    proc._matured(matured)
+    value = registry.get_sample_value
+    assert value("recast_forecast_channel_fallback", {"channel": "ch0"}) == 1
+    assert value("recast_forecast_channel_fallback", {"channel": "ch1"}) == 0
+    assert value("recast_forecast_fallback_switches_total", {"to": "base"}) == 1
+    out = _replay(bundle, proc, start=1500, end=1520, stride=5)
+    e, r = next(iter(out.values()))
+    assert r.base_channels == ["ch0"]
+    assert np.array_equal(np.asarray(r.revised)[:, 0], np.asarray(e.base, dtype=np.float32)[:, 0])
+    if bundle.meta["guard"]["keep_steps"][1][0]:  # channel 1 is still revised where the guard kept it
+        assert not np.allclose(np.asarray(r.revised)[:, 1], np.asarray(e.base)[:, 1])
