@@ -11,7 +11,8 @@ segment, apply the guard, evaluate on test (training/forecasting/pipeline.py).
 
 Printed per cell (mean over seeds): base and revised test MSE, the change
 (± its standard deviation over seeds), the change without the guard, the
-guard's decisions (kept channel x horizon blocks), K, R² of δ.
+guard's decisions (kept channel x horizon blocks), K and the revisions
+chosen on the check segment, R² of δ.
 
     nice -n 10 OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/forecast_pir.py --seeds 2021 2022 2023
     .venv/bin/python benchmarks/forecast_pir.py --data OTHER.csv --horizons 96 --backbones dlinear
@@ -41,6 +42,12 @@ ETTH1_PUBLISHED = {("dlinear", 96): 0.386, ("dlinear", 192): 0.437, ("dlinear", 
                    ("patchtst", 96): 0.414}
 
 
+def _pir_overrides(items):
+    from training.forecasting.cli import _pir_overrides as parse
+
+    return parse(items)
+
+
 def run_cell(prep, name: str, seed: int, args, log) -> dict:
     from training.forecasting.pipeline import GuardConfig, fit_pipeline
     from training.forecasting.train import default_fit, default_pir_fit
@@ -48,13 +55,14 @@ def run_cell(prep, name: str, seed: int, args, log) -> dict:
     epochs = args.dlinear_epochs if name == "dlinear" else args.patchtst_epochs
     bfit = dataclasses.replace(default_fit(name), epochs=epochs, seed=seed)
     pfit = dataclasses.replace(default_pir_fit(), epochs=args.pir_epochs, seed=seed)
-    pir_config = {"use_local": not args.no_local, "use_global": not args.no_global, "gates": args.gates}
+    pir_config = {"gates": args.gates, **_pir_overrides(args.pir_set)}
     guard = GuardConfig(blocks=args.guard_blocks, t_min=args.guard_t, enabled=not args.no_guard)
     run = fit_pipeline(prep, name, bfit, pir_config=pir_config, pir_fit=pfit, calibration=args.calibration,
-                       top_ks=tuple(args.top_k), guard=guard, log=log)
+                       top_ks=tuple(args.top_k), guard=guard, parts=tuple(args.parts), log=log)
     t = run.test
     return {"horizon": prep.pred_len, "backbone": name, "seed": seed, "base": t["base"], "pir": t["pir"],
-            "pir_unguarded": t["pir_unguarded"], "delta": t["delta"], "top_k": t["top_k"], "k_scores": run.k_scores,
+            "pir_unguarded": t["pir_unguarded"], "delta": t["delta"], "top_k": t["top_k"], "parts": t["parts"],
+            "k_scores": run.k_scores,
             "guard": run.guard.to_json(), "calibration": run.summary()["calibration"],
             "backbone_fit": {"best_epoch": run.backbone_fit.best_epoch, "epochs": run.backbone_fit.epochs_run,
                              "seconds": run.backbone_fit.seconds},
@@ -90,10 +98,11 @@ def report(results: list[dict], dataset: str) -> None:
         rows.append([name, h, len(rs), base.mean(), rev.mean(),
                      f"{change.mean():+.2f}% ± {change.std(ddof=1) if len(rs) > 1 else 0:.2f}",
                      f"{np.mean([pct(a, b) for a, b in zip(raw, base)]):+.2f}%", f"{noise:.2f}%",
-                     f"{'/'.join(map(str, kept))} of {total}", "/".join(str(r["top_k"]) for r in rs),
+                     f"{'/'.join(map(str, kept))} of {total}",
+                     "/".join(f"{r['top_k']}{'' if 'local' in r.get('parts', ['local']) else 'g'}" for r in rs),
                      np.mean([r["delta"]["r2"] for r in rs]), ref])
     headers = ["backbone", "H", "seeds", "MSE base", "MSE +PIR", "Δ guarded", "Δ unguarded", "seed sd base",
-               "guard kept (C x blocks)", "K", "R² δ", "ref MSE TSLib here / published" if dataset.lower() == "etth1"
+               "guard kept (C x blocks)", "K (g: global only)", "R² δ", "ref MSE TSLib here / published" if dataset.lower() == "etth1"
                else "ref"]
     print(table(headers, rows, digits=4))
     for name, changes in per_backbone.items():
@@ -117,13 +126,16 @@ def main() -> None:
     ap.add_argument("--calibration", default="holdout", choices=["holdout", "crossfit", "insample"])
     ap.add_argument("--top-k", type=int, nargs="+", default=[10, 20, 50], help="K grid, chosen on the check segment")
     ap.add_argument("--gates", default="paper", choices=["paper", "per_step"])
-    ap.add_argument("--no-local", action="store_true")
-    ap.add_argument("--no-global", action="store_true")
+    ap.add_argument("--pir-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="any PIRConfig field, e.g. d_model=64 (sizes), local_input_window=true")
+    ap.add_argument("--parts", nargs="+", default=["full", "global_only"],
+                    choices=["full", "global_only", "local_only"],
+                    help="PIR's revisions to try (full = local + global, the paper), chosen on the check segment")
     ap.add_argument("--no-guard", action="store_true")
     ap.add_argument("--guard-t", type=float, default=1.0)
     ap.add_argument("--guard-blocks", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default="forecast_pir", help="name of the JSON written under benchmarks/results")
+    ap.add_argument("--out", default="forecast_pir", help="name of the JSON written under artifacts/benchmarks")
     ap.add_argument("--from-json", nargs="+", help="print one table from saved runs instead of running")
     args = ap.parse_args()
 
@@ -160,8 +172,8 @@ def main() -> None:
                 payload["env"] = environment(args.threads)
                 write_json(args.out, payload)  # after every cell: a partial run keeps what it measured
     report(results, spec.name)
-    print(f"settings: look-back {args.lookback}, calibration {args.calibration}, K grid {args.top_k}, gates "
-          f"{args.gates}, local {'off' if args.no_local else 'on'}, global {'off' if args.no_global else 'on'}, "
+    print(f"settings: look-back {args.lookback}, calibration {args.calibration}, K grid {args.top_k}, parts "
+          f"{args.parts}, gates {args.gates}, "
           f"guard {'off' if args.no_guard else f't<=-{args.guard_t:g}, {args.guard_blocks} blocks'}; DLinear <= "
           f"{args.dlinear_epochs} epochs, PatchTST <= {args.patchtst_epochs} epochs (authors' optimiser settings), "
           f"PIR <= {args.pir_epochs} epochs per K; seeds {args.seeds}; {args.threads} threads; "

@@ -166,6 +166,9 @@ class ForecastSettings(BaseModel):
     or insample (the paper's code); see training/forecasting/calibration.py."""
     top_ks: list[int] = [10, 20, 50]
     """PIR's K, chosen on held-out windows among these (the paper's grid)."""
+    pir_parts: list[str] = ["full", "global_only"]
+    """PIR's revisions to try, chosen on held-out windows with K: full (local + global, the paper), global_only,
+    local_only."""
     seed: int = 2021
     bundle_dir: Path = Path("artifacts/forecast/bundle")
     """Export output and what `recast forecast serve` loads: base.onnx, pir.onnx, store.npz, forecast.json."""

@@ -56,9 +56,12 @@ def test_pipeline_guard_is_in_the_model_and_never_touches_dropped_cells(scheme: 
     prep = prepare(generated_series(n=1200, channels=2, seed=1), 48, 12)
     run = fit_pipeline(prep, "dlinear", FitConfig(epochs=1, batch_size=64, lr=1e-3),
                        pir_config={"d_model": 16, "n_heads": 2, "d_ff": 32}, top_ks=(5, 10),
-                       pir_fit=FitConfig(epochs=2, batch_size=32, lr=2e-3, lr_halving=False), calibration=scheme)
-    assert run.calibration.scheme == scheme and set(run.k_scores) == {5, 10}
-    assert run.pir.config.top_k == min(run.k_scores, key=run.k_scores.get)
+                       pir_fit=FitConfig(epochs=2, batch_size=32, lr=2e-3, lr_halving=False), calibration=scheme,
+                       parts=("full", "global_only"))
+    assert run.calibration.scheme == scheme
+    assert set(run.k_scores) == {"full K=5", "full K=10", "global_only K=5", "global_only K=10"}
+    part, k = min(run.k_scores, key=run.k_scores.get).split(" K=")
+    assert run.pir.config.top_k == int(k) and run.pir.config.use_local == (part == "full")
     keep = run.pir.keep.numpy()
     assert np.array_equal(keep, run.guard.step_mask(12))
     test = prep.windows("test")

@@ -34,7 +34,27 @@ def cmd_train(args: argparse.Namespace, s) -> None:
                         args.horizon or f.pred_len, f.epochs if args.epochs is None else args.epochs,
                         f.pir_epochs if args.pir_epochs is None else args.pir_epochs, _bundle(args, s), seed=f.seed,
                         store_capacity=f.store_capacity, threads=args.threads, log=log,
-                        calibration=args.calibration or f.calibration, top_ks=tuple(args.top_k or f.top_ks)))
+                        calibration=args.calibration or f.calibration, top_ks=tuple(args.top_k or f.top_ks),
+                        pir_config=_pir_overrides(args.pir_set), parts=tuple(args.parts or f.pir_parts)))
+
+
+def _pir_overrides(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs of PIRConfig (d_model=64, use_local=false, gates=per_step, ...)."""
+    from dataclasses import fields
+
+    from training.forecasting.pir import PIRConfig
+
+    known = {f.name: f.type for f in fields(PIRConfig)}
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, _, raw = item.partition("=")
+        if key not in known or not raw:
+            raise ValueError(f"--pir-set expects KEY=VALUE with KEY among {', '.join(sorted(known))}, got {item!r}")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
 
 
 def cmd_export(args: argparse.Namespace, s) -> None:
@@ -61,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--calibration", choices=["holdout", "crossfit", "insample"],
                    help="where PIR learns the backbone's errors (default forecast.calibration)")
     t.add_argument("--top-k", type=int, nargs="+", help="PIR's K, chosen on held-out windows (default forecast.top_ks)")
+    t.add_argument("--parts", nargs="+", choices=["full", "global_only", "local_only"],
+                   help="PIR's revisions to try, chosen on held-out windows (default forecast.pir_parts)")
+    t.add_argument("--pir-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a PIR setting (training/forecasting/pir.py PIRConfig), e.g. d_model=64, use_local=false")
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--bundle", help="output folder (default forecast.bundle_dir)")
     t.add_argument("--quiet", action="store_true")

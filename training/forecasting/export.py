@@ -195,7 +195,8 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, store_capacity: int | Non
 
 def train_bundle(series: str, backbone: str, seq_len: int, pred_len: int, epochs: int, pir_epochs: int,
                  out_dir: Path, seed: int = 2021, store_capacity: int | None = None, threads: int = 1,
-                 log=None, calibration: str = "holdout", top_ks: tuple[int, ...] | None = None) -> dict[str, Any]:
+                 log=None, calibration: str = "holdout", top_ks: tuple[int, ...] | None = None,
+                 pir_config: dict[str, Any] | None = None, parts: tuple[str, ...] = ("full",)) -> dict[str, Any]:
     """Train backbone + PIR on ``series`` (its split), guard it, save ``checkpoint.pt`` in ``out_dir``, export."""
     import dataclasses
 
@@ -207,11 +208,13 @@ def train_bundle(series: str, backbone: str, seq_len: int, pred_len: int, epochs
     prep = prepare(load_named(series), seq_len, pred_len)
     bfit = dataclasses.replace(default_fit(backbone), epochs=epochs, seed=seed)
     pfit = dataclasses.replace(default_pir_fit(), epochs=pir_epochs, seed=seed)
-    run = fit_pipeline(prep, backbone, bfit, pir_fit=pfit, calibration=calibration, top_ks=top_ks, log=log)
+    run = fit_pipeline(prep, backbone, bfit, pir_config=pir_config, pir_fit=pfit, calibration=calibration,
+                       top_ks=top_ks, parts=parts, log=log)
     out_dir = Path(out_dir)
     save_checkpoint(out_dir / "checkpoint.pt", run, backbone, series, prep)
     meta = export_checkpoint(out_dir / "checkpoint.pt", out_dir, store_capacity)
     return {"bundle": str(out_dir), "version": meta["version"], "test": run.test, "store_pairs": meta["store"]["pairs"],
             "parity": meta["parity"], "backbone_epochs": run.backbone_fit.epochs_run,
             "pir_epochs": run.pir_fit.epochs_run, "calibration": run.calibration.scheme,
-            "guard_kept": run.guard.kept_fraction, "top_k": run.pir.config.top_k}
+            "guard_kept": run.guard.kept_fraction, "top_k": run.pir.config.top_k, "series": prep.series.name,
+            "backbone": backbone}

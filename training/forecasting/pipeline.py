@@ -7,8 +7,10 @@
 3. the calibration scheme (training/forecasting/calibration.py) gives PIR
    out-of-sample backbone forecasts to fit on and a *check* segment it never
    trains on;
-4. one PIR per K in ``top_ks`` (the paper's grid is {10, 20, 50}), early
-   stopping on the check segment; the K with the lowest check MSE wins;
+4. one PIR per K in ``top_ks`` (the paper's grid is {10, 20, 50}) and per
+   choice of revisions in ``parts`` (``full``: local + global as in the
+   paper; ``global_only``, ``local_only``), early stopping on the check
+   segment; the candidate with the lowest check MSE wins;
 5. the guard (training/forecasting/guard.py) compares revised vs base on the
    check segment per channel and horizon block and zeroes α, β where the
    revision did not win; the decisions live in PIR's ``keep`` buffer, hence
@@ -79,32 +81,40 @@ class PIRRun:
     pir_fit: FitResult
     calibration: Calibration
     guard: GuardDecision
-    k_scores: dict[int, float]
+    k_scores: dict[str, float]
     test: dict[str, Any]
 
     def summary(self) -> dict[str, Any]:
         return {"backbone_fit": asdict(self.backbone_fit), "pir_fit": asdict(self.pir_fit),
                 "calibration": {"scheme": self.calibration.scheme, **self.calibration.detail},
                 "guard": self.guard.to_json(), "k_scores": self.k_scores, "top_k": self.pir.config.top_k,
+                "use_local": self.pir.config.use_local, "use_global": self.pir.config.use_global,
                 "test": self.test}
 
 
+PART_CHOICES = {"full": {}, "global_only": {"use_local": False}, "local_only": {"use_global": False}}
+"""Which of PIR's revisions to use: candidates compared on the check windows like K (the paper uses both)."""
+
+
 def fit_pir(calib: Calibration, store: RetrievalStore, pcfg: PIRConfig, top_ks: tuple[int, ...],
-            fit: FitConfig, log: Callable[[str], None] | None = None) -> tuple[PIR, FitResult, dict[int, float]]:
-    """One PIR per K, early-stopped on the check windows; the K with the lowest check MSE wins."""
+            fit: FitConfig, parts: tuple[str, ...] = ("full",),
+            log: Callable[[str], None] | None = None) -> tuple[PIR, FitResult, dict[str, float]]:
+    """One PIR per (parts, K), early-stopped on the check windows; the lowest check MSE wins."""
     kmax = max(top_ks)
     fit_arr = pir_arrays(calib.fit, calib.fit_base, store, kmax)
     check_arr = pir_arrays(calib.check, calib.check_base, store, kmax)
     best: tuple[float, PIR, FitResult] | None = None
     scores = {}
-    for k in top_ks:
-        seed_everything(fit.seed)
-        pir = PIR(dataclasses.replace(pcfg, top_k=k))
-        res = train_pir(pir, fit_arr.with_k(k), check_arr.with_k(k), fit,
-                        log=(lambda m, k=k: log(f"K={k} {m}")) if log else None)
-        scores[k] = res.best_val
-        if best is None or res.best_val < best[0]:
-            best = (res.best_val, pir, res)
+    for part in parts:
+        for k in top_ks:
+            seed_everything(fit.seed)
+            pir = PIR(dataclasses.replace(pcfg, top_k=k, **PART_CHOICES[part]))
+            tag = f"{part} K={k}"
+            res = train_pir(pir, fit_arr.with_k(k), check_arr.with_k(k), fit,
+                            log=(lambda m, tag=tag: log(f"{tag} {m}")) if log else None)
+            scores[tag] = res.best_val
+            if best is None or res.best_val < best[0]:
+                best = (res.best_val, pir, res)
     return best[1], best[2], scores
 
 
@@ -112,7 +122,8 @@ def fit_pipeline(prep: Prepared, backbone: str, backbone_fit: FitConfig | None =
                  pir_config: dict[str, Any] | None = None, pir_fit: FitConfig | None = None,
                  backbone_hparams: dict[str, Any] | None = None, store_capacity: int | None = None,
                  calibration: str = "holdout", top_ks: tuple[int, ...] | None = None,
-                 guard: GuardConfig | None = None, model: nn.Module | None = None,
+                 guard: GuardConfig | None = None, parts: tuple[str, ...] = ("full",),
+                 model: nn.Module | None = None,
                  log: Callable[[str], None] | None = None) -> PIRRun:
     """The whole fit (see the module docstring); ``model``: an already trained backbone to reuse."""
     bfit = backbone_fit or default_fit(backbone)
@@ -129,7 +140,8 @@ def fit_pipeline(prep: Prepared, backbone: str, backbone_fit: FitConfig | None =
     pcfg = PIRConfig(seq_len=prep.seq_len, pred_len=prep.pred_len, n_channels=prep.n_channels, **(pir_config or {}))
     store = training_store(prep, store_capacity)
     calib = calibrate(prep, model, calibration, backbone, bfit, hparams=backbone_hparams, log=log)
-    pir, pres, scores = fit_pir(calib, store, pcfg, tuple(top_ks or (pcfg.top_k,)), pir_fit or default_pir_fit(), log)
+    pir, pres, scores = fit_pir(calib, store, pcfg, tuple(top_ks or (pcfg.top_k,)), pir_fit or default_pir_fit(),
+                                parts, log)
     k = pir.config.top_k
     decision = apply_guard(pir, pir_arrays(calib.check, calib.check_base, store, k), guard or GuardConfig())
 
@@ -143,5 +155,6 @@ def fit_pipeline(prep: Prepared, backbone: str, backbone_fit: FitConfig | None =
         pir.keep.copy_(keep)
     result = {"base": metrics(test.base, test.y), "pir": metrics(revised, test.y),
               "pir_unguarded": metrics(unguarded, test.y), "delta": error_r2(delta, test.base, test.y),
-              "n_windows": len(test), "top_k": k, "guard_kept": decision.kept_fraction}
+              "n_windows": len(test), "top_k": k, "guard_kept": decision.kept_fraction,
+              "parts": [n for n, on in (("local", pir.config.use_local), ("global", pir.config.use_global)) if on]}
     return PIRRun(model, pir, store, bres, pres, calib, decision, scores, result)
