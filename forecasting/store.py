@@ -105,20 +105,28 @@ class RetrievalStore:
         idx_out = np.full((b_, c_, k), -1, dtype=np.int64)
         if m == 0:
             return sims_out, idx_out
-        invalid = np.zeros((b_, m), dtype=bool)
         at = self.matured_at[:m]
+        invalid = None  # [B, m] or [1, m]; built only when some pair is filtered (rarely, online: fast path)
+
+        def drop(mask: np.ndarray) -> None:
+            nonlocal invalid
+            if mask.any():
+                invalid = mask if invalid is None else (invalid | mask)
+
         if not_after is not None:
-            invalid |= at[None, :] > np.asarray(not_after, dtype=np.int64)[:, None]
+            na = np.asarray(not_after, dtype=np.int64)
+            if at.max() > na.min():
+                drop(at[None, :] > na[:, None])
         if exclude_near is not None and exclude_radius > 0:
-            invalid |= np.abs(at[None, :] - np.asarray(exclude_near, dtype=np.int64)[:, None]) < exclude_radius
+            drop(np.abs(at[None, :] - np.asarray(exclude_near, dtype=np.int64)[:, None]) < exclude_radius)
         if series is not None:
-            sid = self.series_ids.get(series, -1)
-            invalid |= (self.series[:m] != sid)[None, :]
+            drop((self.series[:m] != self.series_ids.get(series, -1))[None, :])
         sims = np.matmul(q, self.keys[:, :m].transpose(0, 2, 1))  # [C, B, m]
-        sims[:, invalid] = -np.inf
+        if invalid is not None:
+            sims[:, np.broadcast_to(invalid, (b_, m))] = -np.inf
         take = min(k, m)
         if take < m:
-            top = np.argpartition(-sims, take - 1, axis=-1)[..., :take]
+            top = np.argpartition(sims, m - take, axis=-1)[..., m - take:]  # the largest, unordered
         else:
             top = np.broadcast_to(np.arange(m), sims.shape).copy()
         top_s = np.take_along_axis(sims, top, axis=-1)
