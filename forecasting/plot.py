@@ -16,8 +16,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from recast.settings import Settings
 from forecasting.events import ActualV1, RevisedForecastV1, decode
+from recast.settings import Settings
 from streaming.topics import read_topic_values as read_topic
 
 

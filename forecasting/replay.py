@@ -17,8 +17,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from recast.settings import Settings
 from forecasting.events import ActualV1, ForecastV1, encode
+from recast.settings import Settings
 
 
 def read_series(name_or_path: str) -> tuple[list[str], np.ndarray, np.ndarray]:

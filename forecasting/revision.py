@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from recast.settings import Settings
 from forecasting.bundle import ForecastBundle
 from forecasting.events import ActualV1, ForecastV1, RevisedForecastV1
 from forecasting.maturity import Matured, MaturityTracker, Pending
+from recast.settings import Settings
 
 log = logging.getLogger("recast.forecast")
 
@@ -45,7 +45,8 @@ class ForecastMetrics:
                                  registry=registry)
         self.pending = Gauge("recast_forecast_pending", "Forecasts waiting for their horizon", registry=registry)
         self.rolling_mse = Gauge("recast_forecast_rolling_mse",
-                                 "MSE (scaled units) over the last forecast.rolling_window matured forecasts: base, revised (PIR), served",
+                                 ("MSE (scaled units) over the last forecast.rolling_window matured forecasts: "
+                                  "base, revised (PIR), served"),
                                  ["forecast"], registry=registry)
         self.improvement = Gauge("recast_forecast_rolling_mse_improvement",
                                  "1 - rolling revised MSE / rolling base MSE", registry=registry)
@@ -69,12 +70,11 @@ class ForecastMetrics:
 class Rolling:
     """Rolling base / PIR-revised / served MSE over the last ``window`` matured forecasts, overall and per channel."""
 
-    def __init__(self, window: int, n_channels: int = 1) -> None:
+    def __init__(self, window: int) -> None:
         self.base: deque[np.ndarray] = deque(maxlen=window)
         self.revised: deque[np.ndarray] = deque(maxlen=window)
         self.served: deque[float] = deque(maxlen=window)
         self.delta_err: deque[float] = deque(maxlen=window)
-        self.n_channels = n_channels
 
     def add(self, m: Matured) -> None:
         self.base.append(m.realised)
@@ -107,7 +107,7 @@ class RevisionProcessor:
         self.registry = registry or CollectorRegistry()
         self.metrics = ForecastMetrics(self.registry)
         self.tracker = MaturityTracker(bundle.store, bundle.n_channels, f.max_pending, f.history_steps)
-        self.rolling = Rolling(f.rolling_window, bundle.n_channels)
+        self.rolling = Rolling(f.rolling_window)
         self.fallback = np.zeros(bundle.n_channels, dtype=bool)
         """Channels served the base forecast (forecast.fallback: their rolling revised MSE is above the base's)."""
         for c in bundle.columns:

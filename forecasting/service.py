@@ -56,11 +56,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from recast.settings import Settings
 from forecasting.bundle import ForecastBundle
 from forecasting.events import ForecastV1, InvalidForecastEvent, decode, encode
 from forecasting.maturity import Matured, MaturityTracker, Pending  # noqa: F401  (re-exported)
 from forecasting.revision import ForecastMetrics, RevisionProcessor, Rolling  # noqa: F401  (re-exported)
+from recast.settings import Settings
 
 log = logging.getLogger("recast.forecast")
 
