@@ -81,7 +81,11 @@ class ForecastService:
         self.consumer = None
         self.producer = None
         self.stop_requested = False
-        self.totals = {"forecasts": 0, "actuals": 0, "revised": 0, "matured": 0, "invalid": 0, "polls": 0}
+        self.max_records = f.batch_max
+        """Records per poll: halved when a poll's work nears the group's max_poll_interval (a starved CPU would
+        otherwise get the member kicked out, its batch redelivered, and no progress made), regrown when fast."""
+        self.totals = {"forecasts": 0, "actuals": 0, "revised": 0, "matured": 0, "invalid": 0, "polls": 0,
+                       "commit_failures": 0}
 
     def start(self) -> "ForecastService":
         from kafka import KafkaConsumer, KafkaProducer
@@ -109,7 +113,8 @@ class ForecastService:
 
     def poll_once(self, timeout_ms: int = 200) -> int:
         f = self.settings.forecast
-        polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=f.batch_max)
+        polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.max_records)
+        started = time.monotonic()
         self.totals["polls"] += 1
         forecasts, actuals = [], []
         n = 0
@@ -140,15 +145,27 @@ class ForecastService:
             self.producer.flush()
             for fut in futures:
                 fut.get(timeout=30)
+        committed = True
         try:
             self.consumer.commit()
         except Exception as exc:  # redelivery is harmless: duplicates are ignored by the tracker
-            log.warning("offset commit failed: %s", exc)
+            committed = False
+            self.totals["commit_failures"] += 1
+            log.warning("offset commit failed (%s); next polls take at most %d records", type(exc).__name__,
+                        max(1, self.max_records // 2))
+        self._adapt_batch(time.monotonic() - started, committed)
         self.totals["forecasts"] += len(forecasts)
         self.totals["actuals"] += len(actuals)
         self.totals["revised"] += len(revised)
         self.totals["matured"] = self.processor.matured_count
         return n
+
+    def _adapt_batch(self, seconds: float, committed: bool) -> None:
+        interval_s = self.settings.kafka.max_poll_interval_ms / 1000.0
+        if not committed or seconds > 0.5 * interval_s:
+            self.max_records = max(1, self.max_records // 2)
+        elif seconds < 0.1 * interval_s and self.max_records < self.settings.forecast.batch_max:
+            self.max_records = min(self.settings.forecast.batch_max, self.max_records * 2)
 
     def caught_up(self) -> bool:
         from kafka import TopicPartition

@@ -224,3 +224,19 @@ def test_fallback_serves_the_base_on_channels_where_revision_is_worse(bundle_dir
     assert np.array_equal(np.asarray(r.revised)[:, 0], np.asarray(e.base, dtype=np.float32)[:, 0])
     if bundle.meta["guard"]["keep_steps"][1][0]:  # channel 1 is still revised where the guard kept it
         assert not np.allclose(np.asarray(r.revised)[:, 1], np.asarray(e.base)[:, 1])
+
+
+def test_poll_size_shrinks_when_work_nears_the_poll_interval(bundle_dir: Path) -> None:
+    """A starved CPU must not get the member kicked out of its group batch after batch (no progress)."""
+    from forecasting.service import ForecastBundle, ForecastService
+
+    s = settings_for(bundle_dir, batch_max=256)
+    service = ForecastService(s, ForecastBundle(bundle_dir, load_online_store=False), CollectorRegistry())
+    interval = s.kafka.max_poll_interval_ms / 1000.0
+    service._adapt_batch(0.6 * interval, committed=True)
+    assert service.max_records == 128
+    service._adapt_batch(0.01, committed=False)  # a failed commit halves too
+    assert service.max_records == 64
+    for _ in range(5):
+        service._adapt_batch(0.01, committed=True)
+    assert service.max_records == 256  # regrown, never above forecast.batch_max
