@@ -126,7 +126,7 @@ def _fit(model: nn.Module, step: Callable[[np.ndarray], torch.Tensor], n_train: 
                 break
         if cfg.lr_schedule == "type3":
             for g in opt.param_groups:
-                g["lr"] = cfg.lr if epoch < 3 else cfg.lr * 0.9 ** (epoch - 2)
+                g["lr"] = cfg.lr if epoch < 3 else cfg.lr * 0.9 ** (epoch - 3)
         elif cfg.lr_halving:
             for g in opt.param_groups:
                 g["lr"] *= 0.5
