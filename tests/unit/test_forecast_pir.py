@@ -254,3 +254,12 @@ def test_onnx_export_parity(tmp_path) -> None:
     path = export_pir(pir, tmp_path / "pir.onnx")
     diff, delta = pir_parity(pir, path, arr)
     assert diff <= 1e-5 and delta.shape == (B, C)
+
+
+def test_paper_softmax_temperature_is_a_switch() -> None:
+    pir = PIR(cfg(use_local=False, retrieval_temperature=1.0))
+    assert float(pir.global_.log_tau) == 0.0 and not pir.global_.log_tau.requires_grad
+    sims = torch.tensor([[[0.9, 0.5, 0.1, 0.0, 0.0]]])
+    targets = torch.arange(5.0).view(1, 1, 5, 1).repeat(1, 1, 1, H)
+    out = pir.global_(sims, targets, torch.ones(1, 1, 5))[0, 0, 0]
+    assert torch.isclose(out, (torch.softmax(sims[0, 0], 0) * torch.arange(5.0)).sum(), atol=1e-5)

@@ -33,7 +33,9 @@ Our reading where the paper leaves room (or where we chose differently on purpos
   de-normalised with the query's, form a retrieval forecast ``y_ret``, and
   ``y_global = y_ret - ȳ``; with β in (0, 1) the global term interpolates
   between the backbone and the retrieval forecast. The softmax has a
-  learned temperature (similarities of close neighbours all sit near 1).
+  learned temperature starting at 0.1 (similarities of close neighbours all
+  sit near 1, so the paper's plain softmax weighs them almost equally);
+  ``retrieval_temperature=1.0`` restores the plain softmax.
 * ``y_local`` is a correction too: the token of channel ``c`` embeds its base
   forecast, instance-normalised with the input window's mean/std (plus
   ``E_c``); a zero-initialised linear head maps the encoder output back to
@@ -110,6 +112,9 @@ class PIRConfig:
     local_input_window: bool = False
     """Channel tokens also embed the input window (the paper's tokens: the base forecast only)."""
     use_global: bool = True
+    retrieval_temperature: float | None = None
+    """None: the softmax over similarities has a learned temperature starting at 0.1 (ours); a number fixes it
+    (1.0: the plain softmax of the paper)."""
     gates: str = "paper"
     """``paper``: α = σ(w·δ + b) and β = σ(MLP(δ, sims)), one gate per channel, β's bias starting at 0;
     ``per_step``: one gate per horizon step, α's slope kept >= 0 (softplus), β's bias starting at -2."""
@@ -189,7 +194,8 @@ class GlobalRevision(nn.Module):
 
     def __init__(self, c: PIRConfig) -> None:
         super().__init__()
-        self.log_tau = nn.Parameter(torch.tensor(float(torch.log(torch.tensor(0.1)))))
+        log_tau = torch.log(torch.tensor(0.1 if c.retrieval_temperature is None else c.retrieval_temperature))
+        self.log_tau = nn.Parameter(log_tau, requires_grad=c.retrieval_temperature is None)
 
     def forward(self, sims: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # sims/mask [B, C, K], targets [B, C, K, H] -> normalised retrieval forecast [B, C, H]
