@@ -35,6 +35,15 @@ def read_series(name_or_path: str) -> tuple[list[str], np.ndarray, np.ndarray]:
     return read_csv(spec)
 
 
+def series_name(name_or_path: str) -> str:
+    """The series key of replayed events: ``victoria``, a description's ``name`` or a CSV's stem (as training)."""
+    from forecasting.dataset import DatasetSpec
+
+    if name_or_path.lower() == "victoria":
+        return "victoria"
+    return DatasetSpec.from_json(name_or_path).name if name_or_path.endswith(".json") else Path(name_or_path).stem
+
+
 def forecast_events(bundle, values: np.ndarray, ts_ms: np.ndarray, series: str, start: int = 0,
                     end: int | None = None, stride: int = 1, batch: int = 256) -> Iterator[Any]:
     """Events in send order over rows ``start..end``: a forecast at origin t precedes the actual at t+1."""
@@ -73,7 +82,7 @@ def replay(settings: Settings, series: str = "victoria", start: int | None = Non
     if start is None:
         start = len(values) - int(len(values) * 0.2) - bundle.seq_len  # the ratio split's test part
     end = None if limit is None else start + limit
-    name = "victoria" if series.lower() == "victoria" else Path(series).stem
+    name = series_name(series)
     producer = KafkaProducer(**producer_config(settings.kafka, linger_ms=5))
     sent = {"actuals": 0, "forecasts": 0}
     t0 = time.monotonic()
