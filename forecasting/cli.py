@@ -28,10 +28,6 @@ def _print(obj: Any) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
 
-def _bundle(args: argparse.Namespace, s) -> Path:
-    return Path(args.bundle) if getattr(args, "bundle", None) else s.path(s.forecast.bundle_dir)
-
-
 def cmd_training(args: argparse.Namespace, s) -> None:
     """``train`` and ``export`` are training's commands (torch): forwarded to training/forecasting/cli.py."""
     import importlib
@@ -89,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tp.set_defaults(func=cmd_topics)
 
     r = sub.add_parser("replay", help="publish a real series as actuals + base forecasts (the bundle's base.onnx)")
-    r.add_argument("--series", help="victoria (default) or a CSV path in the bundle's channel layout")
+    r.add_argument("--series", help="victoria (default), a CSV path or a dataset description (.json), in the bundle's channel layout")
     r.add_argument("--start", type=int, help="first row (default: the test split's look-back)")
     r.add_argument("--limit", type=int, help="rows to replay")
     r.add_argument("--stride", type=int, default=1, help="a base forecast every S steps")
