@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     from abtest.cli import register as register_abtest
     from jobs.cli import register as register_jobs
     from streaming.cli import register as register_streaming
-    from streaming.forecast_cli import register as register_forecast
+    from forecasting.cli import register as register_forecast
 
     register_streaming(sub)
     register_abtest(sub)

@@ -143,7 +143,11 @@ def run_demo(settings: Settings, models: list[str] | None = None, epochs: int | 
     bundle = settings.path(settings.forecast.bundle_dir)
     if not (bundle / "forecast.json").exists():
         trained = _cli(settings, "forecast", "train", "--quiet")
-        print(f"   trained {trained.get('backbone', 'dlinear')} + PIR; ONNX parity {trained.get('parity', {})}")
+        test = trained.get("test", {})
+        print(f"   trained {trained.get('backbone', 'dlinear')} + PIR ({trained.get('calibration')} calibration, "
+              f"K={trained.get('top_k')}, guard kept {trained.get('guard_kept', 0):.0%} of channel x horizon blocks); "
+              f"test MSE {test.get('base', {}).get('mse', float('nan')):.4f} -> "
+              f"{test.get('pir', {}).get('mse', float('nan')):.4f}; ONNX parity {trained.get('parity', {})}")
     else:
         print(f"   bundle {bundle} exists (delete it to retrain)")
     _cli(settings, "forecast", "topics")
@@ -158,7 +162,8 @@ def run_demo(settings: Settings, models: list[str] | None = None, epochs: int | 
     if rolling.get("n"):
         print(f"   revised {served.get('revised', 0)} forecasts; matured pairs {served.get('matured', 0)} "
               f"(store {served.get('store_pairs', 0)}); rolling MSE base {rolling['base_mse']:.4f} -> "
-              f"revised {rolling['revised_mse']:.4f} ({rolling['improvement']:+.1%} better)")
+              f"revised {rolling['revised_mse']:.4f} ({rolling['improvement']:+.1%} better), served "
+              f"{rolling['served_mse']:.4f}")
     else:
         print(f"   revision service: {served}")
     _done(t, {})

@@ -174,7 +174,7 @@ class AbtestSettings(BaseModel):
 
 
 class ForecastSettings(BaseModel):
-    """Forecasting with PIR (training/forecasting/) and the streaming revision service (streaming/forecast_*.py)."""
+    """Forecasting with PIR: models and fitting in training/forecasting/, the torch-free runtime in forecasting/."""
 
     series: str = "victoria"
     """What `recast forecast train` fits: victoria (statsmodels' hourly demand), etth1, generatedN or a CSV path."""
@@ -184,6 +184,15 @@ class ForecastSettings(BaseModel):
     pred_len: int = 24
     epochs: int = 10
     pir_epochs: int = 6
+    calibration: str = "holdout"
+    """Where PIR learns the backbone's errors: holdout (default: a validation segment, the served backbone's
+    out-of-sample forecasts, no extra training), crossfit (rolling-origin folds over the training period)
+    or insample (the paper's code); see training/forecasting/calibration.py."""
+    top_ks: list[int] = [10, 20, 50]
+    """PIR's K, chosen on held-out windows among these (the paper's grid)."""
+    pir_parts: list[str] = ["full", "global_only"]
+    """PIR's revisions to try, chosen on held-out windows with K: full (local + global, the paper), global_only,
+    local_only."""
     seed: int = 2021
     bundle_dir: Path = Path("artifacts/forecast/bundle")
     """Export output and what `recast forecast serve` loads: base.onnx, pir.onnx, store.npz, forecast.json."""
@@ -202,7 +211,14 @@ class ForecastSettings(BaseModel):
     rolling_window: int = 500
     """Matured forecasts in the rolling MSE gauges."""
     warning_delta: float | None = None
-    """δ threshold of the warning flag; None: per channel, the bundle's 90th percentile of δ."""
+    """δ threshold of the warning flag; None: per channel, the 90th percentile of δ on validation windows."""
+    shared_store: bool = False
+    """False: a forecast only retrieves matured pairs of its own series; True: of every series."""
+    fallback: bool = True
+    """Serve a channel the base forecast while its rolling revised MSE is above the base's
+    (gauge recast_forecast_channel_fallback{channel})."""
+    fallback_min_matured: int = 50
+    """Matured forecasts in the rolling window before the fallback may switch a channel."""
     batch_max: int = 256
     threads: int = 1
     """onnxruntime intra-op threads of the revision graph."""

@@ -99,6 +99,8 @@ class RevisedForecastV1(_Event):
     warning: bool
     """Some channel's δ is above its threshold: the base forecast is likely to be badly off."""
     warning_channels: list[str] = []
+    base_channels: list[str] = []
+    """Channels served the base forecast (their live rolling revised MSE is worse: forecast.fallback)."""
     store_pairs: int
     revision_ms: float
     model: str | None = None
