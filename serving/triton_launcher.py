@@ -177,6 +177,10 @@ class LocalTriton:
         except (urllib.error.URLError, OSError):
             return None, None
 
+    def is_live(self) -> bool:
+        """The server answers (even when a model failed to load, which makes it not ready)."""
+        return self._request("/v2/health/live", timeout=2.0)[0] == 200
+
     def is_ready(self) -> bool:
         return self._request("/v2/health/ready", timeout=2.0)[0] == 200
 
