@@ -6,6 +6,8 @@
 PY ?= python3
 VENV := .venv
 TRITON_VENV := .venv-triton
+CHECKOV_VENV := .venv-checkov
+CHECKOV_VERSION := 3.3.30
 TORCHREC_VERSION := 1.8.0
 export OMP_WAIT_POLICY ?= PASSIVE
 
@@ -28,7 +30,14 @@ $(TRITON_VENV)/.installed: serving/triton_requirements.txt
 	$(TRITON_VENV)/bin/pip install -q -r serving/triton_requirements.txt
 	touch $@
 
-install: $(VENV)/.installed $(TRITON_VENV)/.installed
+# checkov (the chart's security scan in tests/helm) pins packages that would downgrade the main venv
+$(CHECKOV_VENV)/.installed: Makefile
+	test -x $(CHECKOV_VENV)/bin/python || $(PY) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q --upgrade pip
+	$(CHECKOV_VENV)/bin/pip install -q checkov==$(CHECKOV_VERSION)
+	touch $@
+
+install: $(VENV)/.installed $(TRITON_VENV)/.installed $(CHECKOV_VENV)/.installed
 
 demo: install
 	$(VENV)/bin/recast demo
