@@ -81,7 +81,9 @@ Candidates = Annotated[list[Id], AfterValidator(_first_occurrences)]
 
 
 class ScoreRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"user_id": "196", "item_ids": ["242", "302", "377", "51"]},
+                     {"user_id": 196, "item_ids": [242, 302], "model": "dlf", "top_k": 1}]})
 
     user_id: Id
     item_ids: Candidates = Field(min_length=1, max_length=500,
