@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from recast.processes import pid_alive, terminate_group
@@ -46,6 +47,7 @@ class Part:
     name: str
     alive: Callable[[], bool]
     restart: Callable[[], Any]
+    pid_file: Path | None = None
     restarts: int = 0
     failures: int = 0
     delay: float = MIN_DELAY_S
@@ -59,12 +61,20 @@ def parts(settings: Settings) -> list[Part]:
 
     out = []
     if settings.kafka.local_broker:
-        out.append(Part("broker", LocalBroker(settings).healthy, lambda: broker_up(settings)))
+        broker = LocalBroker(settings)
+        out.append(Part("broker", broker.healthy, lambda: broker_up(settings), broker.pid_file))
     tri = triton(settings)
-    out.append(Part("triton", lambda: tri.pid() is not None, lambda: tri.start(wait=False)))
+    out.append(Part("triton", lambda: tri.pid() is not None, lambda: tri.start(wait=False), tri.pid_file))
     gw = GatewayProcess(settings)
-    out.append(Part("gateway", lambda: gw.pid() is not None, gw.start))
+    out.append(Part("gateway", lambda: gw.pid() is not None, gw.start, gw.pid_file))
     return out
+
+
+def _pid_note(path: Path | None) -> str:
+    try:
+        return f"pid file {path}: {path.read_text().strip()[:200]}" if path else "no pid file"
+    except OSError:
+        return f"no pid file at {path}"
 
 
 class Supervisor:
@@ -134,13 +144,14 @@ class Supervisor:
 
     def _check(self, part: Part, events: list[dict[str, Any]]) -> None:
         now = time.monotonic()
+        note = _pid_note(part.pid_file)  # before alive(), which removes a stale pid file
         if part.alive():
             if now - part.up_since > STABLE_S:
                 part.delay = MIN_DELAY_S
             return
         if now < part.next_try:
             return
-        log.warning("%s is not running: restarting it (restart %d)", part.name, part.restarts + 1)
+        log.warning("%s is not running (%s): restarting it (restart %d)", part.name, note, part.restarts + 1)
         try:
             part.restart()
         except Exception as exc:  # noqa: BLE001 - a failed restart is retried after the backoff
