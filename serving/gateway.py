@@ -154,7 +154,7 @@ class GatewayMetrics:
 def _error(request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None,
            **details: Any) -> JSONResponse:
     return JSONResponse(status_code=status, headers=headers,
-                        content=error_payload(request_id_of(request.scope), status, code, message, **details))
+                        content=error_payload(request_id_of(request.scope), code, message, **details))
 
 
 def create_app(settings: Settings | None = None, scorer: Scorer | None = None, exposures: Any = None,

@@ -32,6 +32,7 @@ from starlette.datastructures import MutableHeaders
 log = logging.getLogger("recast.gateway")
 
 REQUEST_ID_HEADER = "x-request-id"
+INTERNAL_ERROR_MESSAGE = "internal error; the gateway log has the details under this request id"
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
@@ -61,14 +62,14 @@ def request_id_of(scope: dict[str, Any]) -> str:
     return scope.get("state", {}).get("request_id") or uuid.uuid4().hex
 
 
-def error_payload(request_id: str, status: int, code: str, message: str, **details: Any) -> dict[str, Any]:
+def error_payload(request_id: str, code: str, message: str, **details: Any) -> dict[str, Any]:
     body = ErrorBody(error=code, message=message, request_id=request_id, **details)
     return body.model_dump(exclude_none=True)
 
 
 async def send_error(send: Callable[[dict], Awaitable[None]], request_id: str, status: int, code: str,
-                     message: str, headers: dict[str, str] | None = None, **details: Any) -> None:
-    raw = json.dumps(error_payload(request_id, status, code, message, **details)).encode()
+                     message: str, headers: dict[str, str] | None = None, details: dict[str, Any] | None = None) -> None:
+    raw = json.dumps(error_payload(request_id, code, message, **(details or {}))).encode()
     head = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode()),
             (REQUEST_ID_HEADER.encode(), request_id.encode())]
     head += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
@@ -126,22 +127,19 @@ class Guard:
         try:
             rejected = self._reject(scope)
             if rejected is not None:
-                status, code, message, headers, details = rejected
-                await send_error(send_with_id, request_id, status, code, message, headers, **details)
+                await send_error(send_with_id, request_id, *rejected)
                 return
             if scope["method"] in _BODY_METHODS:
                 body = await self._read_body(receive)
                 if body is None:
-                    await send_error(send_with_id, request_id, 413, "body_too_large",
-                                     f"the request body exceeds {self.max_body_bytes} bytes", limit=self.max_body_bytes)
+                    await send_error(send_with_id, request_id, *self._too_large())
                     return
                 receive = _replay(body, receive)
             await self.app(scope, receive, send_with_id)
         except Exception:  # noqa: BLE001 - last resort: logged with the id, JSON for the client
             log.exception("request %s %s %s failed", request_id, scope.get("method"), scope.get("path"))
             if not outcome["started"]:
-                await send_error(send_with_id, request_id, 500, "internal_error",
-                                 "internal error; the gateway log has the details under this request id")
+                await send_error(send_with_id, request_id, 500, "internal_error", INTERNAL_ERROR_MESSAGE)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
             if self.observe is not None:
@@ -156,9 +154,11 @@ class Guard:
         length = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), None)
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
             # a length that is not a number is refused like an oversized one: the server cannot frame it
-            return (413, "body_too_large", f"the request body exceeds {self.max_body_bytes} bytes", None,
-                    {"limit": self.max_body_bytes})
+            return self._too_large()
         return None
+
+    def _too_large(self) -> tuple:
+        return 413, "body_too_large", f"the request body exceeds {self.max_body_bytes} bytes", None, {"limit": self.max_body_bytes}
 
     async def _read_body(self, receive) -> bytes | None:
         """The whole body, or None as soon as it grows past the limit."""

@@ -24,6 +24,9 @@ from features.encoding import encode_padded
 from features.spec import FeatureSpec
 
 
+INTERNAL = "internal error; the gateway log has the details under this request id"
+
+
 class ScoringError(Exception):
     """An error with an HTTP status and a machine-readable code.
 
@@ -111,7 +114,7 @@ def build_inputs(spec: FeatureSpec, user: dict[str, int] | None, items: dict[str
             columns[f.name] = [value] * n if not f.multi_valued else [value or []] * n
         elif f.entity == "item":
             if f.name not in items:
-                raise ScoringError("internal error; the gateway log has the details under this request id",
+                raise ScoringError(INTERNAL,
                                    internal=f"the feature store has no item feature {f.name!r} that the model needs")
             columns[f.name] = items[f.name]
         else:
@@ -172,7 +175,7 @@ class Scorer:
             inputs = build_inputs(spec, user, items, len(item_ids))
         except (KeyError, ValueError) as exc:  # the online store and the model disagree on vocabularies
             raise ScoringError(
-                "internal error; the gateway log has the details under this request id",
+                INTERNAL,
                 internal=f"the online features do not fit model {model!r} ({exc}); re-export the model after "
                 "`recast features build` so both use the same vocabularies",
             ) from exc
