@@ -48,6 +48,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr, create_model
+from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recast.settings import Settings, get_settings
@@ -93,9 +94,19 @@ class ScoreRequest(BaseModel):
     top_k: StrictInt | None = Field(None, ge=1, description="return only the best k items")
 
 
+def _at_most(limit: int) -> BeforeValidator:
+    """Refuse an over-long list before its items are validated (87k ids in an allowed body: 25 ms -> 0)."""
+    def check(value: Any) -> Any:
+        if isinstance(value, list) and len(value) > limit:
+            raise PydanticCustomError("too_long", "List should have at most {max_length} items", {"max_length": limit})
+        return value
+    return BeforeValidator(check)
+
+
 def score_request_model(max_candidates: int) -> type[ScoreRequest]:
     """``ScoreRequest`` with ``item_ids`` bounded by the configured candidate limit."""
-    return create_model("ScoreRequest", __base__=ScoreRequest, item_ids=(Candidates, Field(
+    bounded = Annotated[list[Id], _at_most(max_candidates), AfterValidator(_first_occurrences)]
+    return create_model("ScoreRequest", __base__=ScoreRequest, item_ids=(bounded, Field(
         min_length=1, max_length=max_candidates,
         description=f"candidate items to score (1 to {max_candidates}); duplicates are dropped (first occurrence kept)")))
 
