@@ -96,11 +96,12 @@ def requests_for(settings, n: int, count: int = 200) -> list[bytes]:
 
 
 # -- load ------------------------------------------------------------------------------
-async def closed_loop(url: str, bodies: list[bytes], clients: int, duration: float, stop_early=None) -> list[tuple[float, float, int]]:
-    """(sent at, seconds, status) of every request of ``clients`` back-to-back clients."""
+async def closed_loop(url: str, bodies: list[bytes], clients: int, duration: float, stop_early=None,
+                      out: list | None = None) -> list[tuple[float, float, int]]:
+    """(sent at, seconds, status) of every request of ``clients`` back-to-back clients, appended to ``out``."""
     import httpx
 
-    out: list[tuple[float, float, int]] = []
+    out = [] if out is None else out
     deadline = time.monotonic() + duration
 
     async def client(k: int) -> None:
@@ -221,7 +222,7 @@ def part_kill(args, settings, bodies) -> dict[str, Any]:
         task = asyncio.create_task(killer())
 
         async def load() -> None:
-            samples.extend(await closed_loop(url, bodies, 2, 300, stop_early=recovered))
+            await closed_loop(url, bodies, 2, 300, stop_early=recovered, out=samples)
 
         await asyncio.gather(task, load())
         return samples
