@@ -284,7 +284,8 @@ def part_fuzz(args, settings) -> dict[str, Any]:
         run = subprocess.run([str(Path(sys.executable).with_name("schemathesis")), "--config-file",
                               str(common.ROOT / "tests" / "integration" / "schemathesis.toml"), "run", f"{url}/openapi.json",
                               "--checks", "all", "--max-examples", str(args.fuzz_examples), "--seed", seed,
-                              "--request-timeout", "30", "--workers", "1"], capture_output=True, text=True)
+                              "--request-timeout", "30", "--workers", "1"], capture_output=True, text=True,
+                             cwd=settings.home)  # its caches (.hypothesis, .schemathesis) stay in the stack home
         cases = re.search(r"(\d+) generated", run.stdout)
         runs.append({"seed": seed, "returncode": run.returncode, "requests": int(count() - before),
                      "test_cases": int(cases.group(1)) if cases else None, "seconds": time.monotonic() - t0,
