@@ -33,6 +33,7 @@ from features.encoding import encode_padded
 from features.spec import FeatureSpec
 from recast import stack, workflow
 from recast.settings import GatewaySettings, KafkaSettings, Settings, TritonSettings, TrainSettings
+from recast.processes import pid_alive
 from recast.supervisor import Supervisor
 from training.export import inference_model_from_checkpoint
 
@@ -373,6 +374,9 @@ def test_supervisor_restarts_tritonserver_killed_under_load(spine):
         state = _wait(lambda: (s := supervisor.status())["restarts"].get("triton", 0) >= 1 and s, timeout=10)
         assert tri.pid() not in (None, old_pid)
         assert "triton" in (supervisor.log_file.read_text())
+        assert not pid_alive(old_pid)  # (reaps it: the killed server was a child of this process)
+        with pytest.raises(ProcessLookupError):  # its backend stubs, left in its process group, were killed too
+            os.killpg(old_pid, 0)
         failed = sum(1 for t, code in results if killed < t < recovered_at and code != 503)
         assert failed == 0, "during the outage every failure must be a 503"
         print(f"\ntritonserver killed: scoring back after {recovered_at - killed:.1f}s, supervisor state {state}")
