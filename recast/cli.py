@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--version", type=int, help="version number (default: next free)")
     e.set_defaults(func=cmd_export)
 
-    st = sub.add_parser("stack", help="start/stop/inspect the local tritonserver and gateway")
+    st = sub.add_parser("stack", help="start/stop/inspect the local broker, tritonserver and gateway (up: supervised, "
+                                      "restarted when they crash; status: model health and restarts)")
     st.add_argument("action", choices=["up", "down", "status"])
     st.add_argument("--models", nargs="*", help="models that must be ready before `up` returns")
     st.set_defaults(func=cmd_stack)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -90,7 +90,22 @@ class GatewaySettings(BaseModel):
     port: int = 18080
     model_name: str = "dlf"
     max_candidates: int = 500
+    """Most item ids per request (a longer list is refused with 413 too_many_candidates)."""
+    max_body_bytes: int = 262144
+    """Request bodies above this are refused with 413 before a byte is parsed (500 ids of 128 characters fit)."""
     workers: int = 1
+    api_key: SecretStr | None = None
+    """When set, every route but /healthz and /readyz needs ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``
+    (set it through RECAST_GATEWAY__API_KEY or a mounted secret, not in a committed file)."""
+    cors_origins: list[str] = []
+    """Browser origins allowed to call the gateway (CORS); empty: no CORS headers."""
+    metrics_port: int = 0
+    """Serve /metrics on this separate port (needs workers: 1) instead of the public one; 0: on the public port."""
+    metrics_host: str = "127.0.0.1"
+    docs: bool = True
+    """Serve the interactive docs (/docs, /redoc); /openapi.json stays available."""
+    readiness_interval_s: float = 2.0
+    """How often the model health behind /readyz and recast_gateway_model_healthy is refreshed in the background."""
 
 
 class KafkaSettings(BaseModel):

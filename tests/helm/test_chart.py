@@ -382,7 +382,7 @@ def test_external_kafka_and_redis() -> None:
 def test_prometheus_servicemonitor_when_the_crd_exists_else_annotations(name: str, expect_monitors: bool) -> None:
     m = docs(name)
     monitors = by_kind(m, "ServiceMonitor")
-    scraped = {"gateway": ("Deployment", "http"), "triton": ("Deployment", "metrics"), "stream": ("StatefulSet", "metrics")}
+    scraped = {"gateway": ("Deployment", "metrics"), "triton": ("Deployment", "metrics"), "stream": ("StatefulSet", "metrics")}
     for component, (kind, port_name) in scraped.items():
         obj = one(m, kind, f"{RELEASE}-{component}")
         annotations = obj["spec"]["template"]["metadata"].get("annotations", {})
