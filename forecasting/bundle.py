@@ -47,6 +47,9 @@ class ForecastBundle:
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.pir = ort.InferenceSession(str(self.path / "pir.onnx"), opts, providers=["CPUExecutionProvider"])
+        # The exporter drops graph inputs the revision never reads (the calendar marks when the
+        # guard or the K/parts choice left only the global revision): feed only what the graph declares.
+        self.pir_inputs = frozenset(i.name for i in self.pir.get_inputs())
         base = self.path / "base.onnx"
         self.base = ort.InferenceSession(str(base), opts, providers=["CPUExecutionProvider"]) if base.exists() else None
         online = self.path / ONLINE_STORE
@@ -101,5 +104,5 @@ class ForecastBundle:
         r = self.retrieve(x, origin_ms, series)
         feeds = {"x": x, "base": b, "marks": self.marks(origin_ms, step_ms), "sims": r.sims,
                  "targets": r.targets, "mask": r.mask}
-        revised, delta = self.pir.run(["revised", "delta"], feeds)
+        revised, delta = self.pir.run(["revised", "delta"], {k: v for k, v in feeds.items() if k in self.pir_inputs})
         return self.unscale(revised), delta
