@@ -240,3 +240,25 @@ def test_poll_size_shrinks_when_work_nears_the_poll_interval(bundle_dir: Path) -
     for _ in range(5):
         service._adapt_batch(0.01, committed=True)
     assert service.max_records == 256  # regrown, never above forecast.batch_max
+
+
+def test_a_global_only_bundle_exports_and_revises_without_the_marks_input(tmp_path: Path) -> None:
+    """With the local revision off, the exporter prunes the unused calendar-marks input of pir.onnx:
+    the export's parity check and the runtime bundle must feed only the inputs the graph declares."""
+    import torch
+
+    from forecasting.bundle import ForecastBundle
+    from training.forecasting.export import train_bundle
+
+    torch.set_num_threads(1)
+    info = train_bundle("generated2", "dlinear", L, H, epochs=1, pir_epochs=1, out_dir=tmp_path, store_capacity=2000,
+                        top_ks=(10,), parts=("global_only",))
+    assert info["parity"]["pir_max_abs_diff"] <= 1e-5
+    bundle = ForecastBundle(tmp_path)
+    assert "marks" not in bundle.pir_inputs
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, L, bundle.n_channels)).astype(np.float32)
+    base = bundle.base_forecast(x)
+    origin = np.full(3, 1_700_000_000_000, dtype=np.int64)
+    revised, delta = bundle.revise(x, np.asarray(base, dtype=np.float32), origin, np.full(3, 3_600_000, dtype=np.int64))
+    assert revised.shape == (3, H, bundle.n_channels) and np.isfinite(revised).all() and np.isfinite(delta).all()
