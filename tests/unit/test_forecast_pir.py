@@ -48,7 +48,7 @@ def test_identification_is_nonnegative_per_channel_and_learns() -> None:
         first = first if first is not None else loss.item()
         loss.backward()
         opt.step()
-    assert float(loss) < 0.5 * first
+    assert loss.item() < 0.5 * first
 
 
 def test_channel_embedding_changes_the_estimate() -> None:
@@ -92,7 +92,7 @@ def test_global_revision_softmax_and_mask() -> None:
     targets = torch.arange(5.0).view(1, 1, 5, 1).repeat(1, 1, 1, H)
     mask = torch.tensor([[[1.0, 1.0, 0.0, 0.0, 0.0]]])
     out = g(sims, targets, mask)[0, 0, 0]
-    tau = float(torch.exp(g.log_tau))
+    tau = torch.exp(g.log_tau).item()
     w = torch.softmax(torch.tensor([0.9, 0.5]) / tau, 0)
     assert torch.isclose(out, w[1] * 1.0, atol=1e-5)  # masked targets 2..4 get no weight
     one = torch.tensor([[[0.0, 0.0, 0.0, 1.0, 0.0]]])
