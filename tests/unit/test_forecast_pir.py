@@ -188,7 +188,7 @@ def test_guard_keep_zeroes_both_gates_through_forward() -> None:
     assert torch.equal(revised[:, H // 2:, 0], base[:, H // 2:, 0])
     assert (revised[:, : H // 2, 0] - base[:, : H // 2, 0]).abs().min() > 0
     alpha, beta = pir.gates(x, base, sims, mask)
-    assert float(alpha[:, 1].abs().max()) == 0.0 and float(beta[:, 1].abs().max()) == 0.0
+    assert alpha[:, 1].abs().max().item() == 0.0 and beta[:, 1].abs().max().item() == 0.0
 
 
 def test_loss_is_mse_plus_lambda_l1_of_the_estimator() -> None:
