@@ -1,34 +1,35 @@
-"""Events/s into the Feast online store: micro-batched vs per-event push, one run side by side.
+"""Events/s of the stream processor into the Feast online store, by user key space and online store.
 
-Starts its own stack in a temporary home (a Tansu broker on a free port, a
-Feast repository with a SQLite online store over the MovieLens-100K features;
-never the default ports or ``data/feast_repo``), replays MovieLens-100K
-interactions (timestamp order) into an events topic, then runs the real stream
-processor (Kafka consume -> validate -> state store -> Feast push -> parquet
-part -> offset commit) until it has caught up, in these modes:
+Starts its own stack in a temporary home (a Tansu broker on a free port, a Feast
+repository over generated MovieLens-shaped features, and -- for ``redis`` -- a
+real ``redis-server`` on a free loopback port; never the default ports or
+``data/feast_repo``), produces synthetic interaction events whose users are drawn
+uniformly from a key space of N users (so a 5,000-event batch touches ~5,000
+distinct users once N >> 5,000), then runs the real stream processor (Kafka
+consume -> validate -> state store -> Feast online write -> parquet part ->
+offset commit) until it has caught up; one row per (key space, online store),
+side by side:
 
-* ``per-event``: ``batch_max_events=1``: one push per view per event (the
-  baseline the micro-batches are measured against; a sample of the events,
-  since it runs at tens of events/s);
-* ``micro-batched``: up to ``--batch`` events or ``--wait-ms`` per batch, all events;
-* ``micro-batched, no parquet``: the same without the offline-store writes;
+* events/s from the first record polled to the last offset committed (the
+  consumer-group join excluded), wall clock: sensitive to the load of the host;
+* CPU ms per batch (the processor process's user+system time over the run, per
+  batch): what one batch costs, much less sensitive to other work on the host;
+* online write ms per batch and rows per write, from the processor's own
+  Prometheus histograms.
 
-each push path twice: ``FeatureStore.push`` as is (it looks the push source's
-feature views up in the registry on every call), and the sink's default, which
-resolves them once and ingests through the provider (streaming/sink.py).
+``--movielens`` runs the earlier comparison instead: MovieLens-100K in timestamp
+order, per-event vs micro-batched, ``FeatureStore.push`` vs the sink's direct write.
 
-Events/s counts from the first record polled to the last offset committed
-(the consumer-group join is excluded). Push latency and rows per push come
-from the processor's own Prometheus histograms.
-
-    .venv/bin/python benchmarks/stream_throughput.py            # full ML-100K micro-batched, 400 per-event
-    .venv/bin/python benchmarks/stream_throughput.py --events 20000 --per-event 200
+    .venv/bin/python benchmarks/stream_throughput.py                       # 1k..1M users, sqlite and redis
+    .venv/bin/python benchmarks/stream_throughput.py --users 1000000 --online-store redis --events 200000
+    .venv/bin/python benchmarks/stream_throughput.py --movielens
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import sys
 import tempfile
@@ -41,61 +42,109 @@ sys.path.insert(0, str(ROOT))
 
 from prometheus_client import CollectorRegistry  # noqa: E402
 
+from streaming.events import InteractionV1  # noqa: E402
 from streaming.harness import StreamStack  # noqa: E402
 from streaming.processor import StreamProcessor  # noqa: E402
-from streaming.sink import FeastSink  # noqa: E402
 from streaming.replay import movielens_events  # noqa: E402
+from streaming.sink import FeastSink  # noqa: E402
 
 RAW = ROOT / "data" / "ml-100k"
 LOAD_AT_START = os.getloadavg()[0]
+SAMPLE = {"n_users": 943, "n_items": 1682, "n_interactions": 100_000}
+
+
+def synthetic_events(n: int, users: int, items: int = 1682, seed: int = 0) -> list[InteractionV1]:
+    """``n`` events, users uniform over ``users`` ids, items uniform over ``items``, 10 ms apart."""
+    rng = random.Random(seed)
+    base = 1_700_000_000_000
+    return [InteractionV1(event_id=f"s{seed}-{i}", ts_ms=base + 10 * i, type="click" if rng.random() < 0.3 else "view",
+                          user=f"u{rng.randrange(users)}", item=str(1 + rng.randrange(items))) for i in range(n)]
 
 
 def run_mode(stack: StreamStack, name: str, events, batch: int, wait_ms: int, offline: bool,
-             resolve_once: bool = True) -> dict:
+             resolve_once: bool = True, profile: Path | None = None) -> dict:
     s = stack.scope(name)
     progress(f"{name}: producing {len(events):,} events")
     s.send(events)
     registry = CollectorRegistry()
     proc = StreamProcessor(s.settings, registry=registry, batch_max_events=batch, batch_max_wait_ms=wait_ms,
                            write_offline=offline, sink=FeastSink(s.settings, resolve_once=resolve_once)).start()
+    profiler = None
     try:
         while not proc.pending and proc.totals["records"] == 0:  # join the group, get the first records
             proc.poll_once(200)
-        started = time.perf_counter()
+        if profile is not None:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
+        cpu, started = time.process_time(), time.perf_counter()
         totals = proc.run(until_caught_up=True)
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     finally:
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(str(profile))
         proc.close()
     v = registry.get_sample_value
     pushes = v("recast_stream_push_seconds_count", {"view": "user"}) + v("recast_stream_push_seconds_count", {"view": "item"})
     push_s = v("recast_stream_push_seconds_sum", {"view": "user"}) + v("recast_stream_push_seconds_sum", {"view": "item"})
     rows = v("recast_stream_batch_rows_sum", {"view": "user"}) + v("recast_stream_batch_rows_sum", {"view": "item"})
+    user_rows = v("recast_stream_batch_rows_sum", {"view": "user"})
     assert totals["processed"] == len(events), totals
+    batches = totals["batches"]
     out = {
         "mode": name, "events": totals["processed"], "seconds": elapsed, "events_per_s": totals["processed"] / elapsed,
-        "batches": totals["batches"], "events_per_batch": totals["processed"] / totals["batches"],
+        "batches": batches, "events_per_batch": totals["processed"] / batches,
+        "user_rows_per_batch": user_rows / batches, "cpu_ms_per_batch": 1e3 * cpu / batches,
+        "cpu_us_per_event": 1e6 * cpu / totals["processed"],
         "pushes": int(pushes), "rows_per_push": rows / pushes, "push_ms_mean": 1e3 * push_s / pushes,
-        "push_share": push_s / elapsed, "offline_parquet": offline,
-        "push_path": "resolved once" if resolve_once else "FeatureStore.push",
+        "push_ms_per_batch": 1e3 * push_s / batches, "push_share": push_s / elapsed, "offline_parquet": offline,
+        "push_path": "resolved once" if resolve_once else "FeatureStore.push", "load_1m": os.getloadavg()[0],
     }
-    progress(f"{name}: {out['events_per_s']:,.0f} events/s")
+    progress(f"{name}: {out['events_per_s']:,.0f} events/s, {out['cpu_ms_per_batch']:.0f} CPU ms/batch "
+             f"(load {out['load_1m']:.2f})")
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--events", type=int, default=None, help="micro-batched events (default: all of ML-100K)")
-    ap.add_argument("--per-event", type=int, default=400, help="events for the per-event baseline")
-    ap.add_argument("--batch", type=int, default=5000)
-    ap.add_argument("--wait-ms", type=int, default=200)
-    ap.add_argument("--keep", action="store_true", help="keep the temporary home")
-    args = ap.parse_args()
+def key_space_curve(args) -> None:
+    results = []
+    for store in args.online_store:
+        home = Path(tempfile.mkdtemp(prefix=f"recast-stream-bench-{store}-"))
+        progress(f"{store}: stack in {home}")
+        try:
+            with StreamStack(home, sample=SAMPLE, online_store=store) as stack:
+                for users in args.users:
+                    events = synthetic_events(args.events, users, seed=users)
+                    prof = (Path(args.profile) / f"{store}-{users}.prof") if args.profile else None
+                    r = run_mode(stack, f"{store}-{users}", events, args.batch, args.wait_ms, not args.no_parquet,
+                                 profile=prof)
+                    results.append({**r, "online_store": store, "key_space": users,
+                                    "distinct_users": len({e.user for e in events})})
+        finally:
+            if not args.keep:
+                shutil.rmtree(home, ignore_errors=True)
+    path = write_json("stream_throughput_users", {"environment": environment(), "args": vars(args), "results": results})
+    rows = [[r["online_store"], r["key_space"], r["distinct_users"], r["events_per_s"], r["cpu_ms_per_batch"],
+             r["cpu_us_per_event"], r["user_rows_per_batch"], r["rows_per_push"], r["push_ms_per_batch"],
+             r["push_ms_mean"], r["load_1m"]] for r in results]
+    print()
+    print(f"Stream processor, synthetic events ({args.events:,} per row), users uniform over the key space")
+    print(table(["online store", "key space", "distinct users", "events/s", "CPU ms/batch", "CPU us/event",
+                 "user rows/batch", "rows/write", "write ms/batch", "write ms (mean)", "load 1m"], rows, digits=1))
+    print(f"\nbatch <= {args.batch} events or {args.wait_ms} ms; 4 partitions; one processor instance; parquet "
+          f"{'off' if args.no_parquet else 'on'}. CPU = the processor process only (not the broker or Redis).")
+    print(f"host: {os.cpu_count()} CPUs shared with other work; 1-min load average {LOAD_AT_START:.2f} at start, "
+          f"{os.getloadavg()[0]:.2f} at end")
+    print(f"raw numbers: {path}")
 
+
+def movielens(args) -> None:
     home = Path(tempfile.mkdtemp(prefix="recast-stream-bench-"))
     raw = RAW if (RAW / "ml-100k.inter").exists() else None
     progress(f"stack in {home} ({'MovieLens-100K' if raw else 'generated sample: run `recast features build` for ML-100K'})")
     try:
-        with StreamStack(home, raw_dir=raw, sample={"n_users": 943, "n_items": 1682, "n_interactions": 100_000}) as stack:
+        with StreamStack(home, raw_dir=raw, sample=SAMPLE) as stack:
             events = list(movielens_events(stack.raw_dir, args.events))
             per_event = events[: args.per_event]
             results = [
@@ -123,6 +172,30 @@ def main() -> None:
     print(f"host: {os.cpu_count()} CPUs shared with other work; 1-min load average {LOAD_AT_START:.2f} at start, "
           f"{os.getloadavg()[0]:.2f} at end")
     print(f"raw numbers: {path}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--users", type=int, nargs="+", default=[1_000, 10_000, 100_000, 1_000_000],
+                    help="user key-space sizes, one row each")
+    ap.add_argument("--online-store", nargs="+", choices=["sqlite", "redis"], default=["sqlite", "redis"])
+    ap.add_argument("--events", type=int, default=None,
+                    help="events per row (default 100,000; --movielens: all of ML-100K)")
+    ap.add_argument("--no-parquet", action="store_true", help="skip the offline parquet parts")
+    ap.add_argument("--profile", default=None, help="folder for a cProfile dump per row")
+    ap.add_argument("--movielens", action="store_true", help="the per-event vs micro-batched comparison on ML-100K")
+    ap.add_argument("--per-event", type=int, default=400, help="--movielens: events for the per-event baseline")
+    ap.add_argument("--batch", type=int, default=5000)
+    ap.add_argument("--wait-ms", type=int, default=200)
+    ap.add_argument("--keep", action="store_true", help="keep the temporary home")
+    args = ap.parse_args()
+    if args.movielens:
+        movielens(args)
+    else:
+        args.events = args.events or 100_000
+        if args.profile:
+            Path(args.profile).mkdir(parents=True, exist_ok=True)
+        key_space_curve(args)
 
 
 if __name__ == "__main__":

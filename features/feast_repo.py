@@ -96,9 +96,9 @@ def render_feature_store_yaml(settings: Settings) -> str:
         f"  path: {json.dumps(str(registry))}\n"
         "  cache_ttl_seconds: 60\n"
         "online_store:\n"
-        "  type: sqlite\n"
-        f"  path: {json.dumps(str(online))}\n"
-        "offline_store:\n"
+        + (f"  type: redis\n  connection_string: {json.dumps(settings.feast.redis_address)}\n"
+           if settings.feast.online_store == "redis" else f"  type: sqlite\n  path: {json.dumps(str(online))}\n")
+        + "offline_store:\n"
         "  type: file\n"
         "entity_key_serialization_version: 3\n"
     )

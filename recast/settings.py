@@ -40,6 +40,10 @@ class FeastSettings(BaseModel):
     project: str = "recast"
     online_store_path: Path = Path("data/feast_repo/online_store.db")
     registry_path: Path = Path("data/feast_repo/registry.db")
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    """``redis``: the online store is Redis at ``redis_address`` (``recast stack up`` starts a local
+    redis-server there when it is a loopback address; streaming/redis_server.py)."""
+    redis_address: str = "127.0.0.1:6379"
 
 
 class TrainSettings(BaseModel):

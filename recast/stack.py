@@ -93,8 +93,10 @@ def triton(settings: Settings):
 
 def stack_up(settings: Settings, models: list[str] | None = None) -> dict[str, Any]:
     from streaming.broker import broker_up
+    from streaming.redis_server import redis_up
 
     broker_up(settings)  # before the gateway, which publishes exposures to it
+    redis_up(settings)  # the online store, when feast.online_store is a local Redis
     tri = triton(settings)
     tri.start(wait=True)
     for name in models or [settings.gateway.model_name]:
@@ -106,13 +108,15 @@ def stack_up(settings: Settings, models: list[str] | None = None) -> dict[str, A
 
 def stack_down(settings: Settings) -> dict[str, bool]:
     from streaming.broker import broker_down
+    from streaming.redis_server import redis_down
 
     return {"gateway": GatewayProcess(settings).stop(), "triton": triton(settings).stop(),
-            "broker": broker_down(settings)}
+            "broker": broker_down(settings), "redis": redis_down(settings)}
 
 
 def stack_status(settings: Settings) -> dict[str, Any]:
     from streaming.broker import broker_status
+    from streaming.redis_server import redis_status
 
     return {"triton": triton(settings).status(), "gateway": GatewayProcess(settings).status(),
-            "broker": broker_status(settings)}
+            "broker": broker_status(settings), "redis": redis_status(settings)}

@@ -55,11 +55,13 @@ def stack_settings(home: Path, port: int, partitions: int = 4, **stream: Any) ->
 
 class StreamStack:
     def __init__(self, home: Path, raw_dir: Path | None = None, partitions: int = 4,
-                 sample: dict[str, int] | None = None, **stream: Any) -> None:
+                 sample: dict[str, int] | None = None, online_store: str = "sqlite", **stream: Any) -> None:
         self.home = Path(home)
         self.raw_dir = raw_dir
         self.sample = sample or {"n_users": 60, "n_items": 50, "n_interactions": 1500}
         self.settings = stack_settings(self.home, free_port(), partitions, **stream)
+        self.settings.feast.online_store = online_store  # type: ignore[assignment]
+        self.redis = None
         self.broker = None
         self._producer = None
         self.children: list = []
@@ -77,20 +79,25 @@ class StreamStack:
         raw = self.raw_dir or generate_movielens_sample(self.home / "raw", seed=0, **self.sample)
         self.raw_dir = Path(raw)
         build_features(self.settings, raw_dir=self.raw_dir)
-        ensure_feature_store(self.settings)
-        for attempt in range(3):  # the free port may be taken between free_port() and the broker's bind
-            self.broker = LocalBroker(self.settings)
-            try:
-                self.broker.start()
-                break
-            except RuntimeError:
-                if attempt == 2:
-                    raise
-                self.settings.kafka.bootstrap_servers = f"127.0.0.1:{free_port()}"
+        if self.settings.feast.online_store == "redis":
+            self._start_redis()
         try:
+            ensure_feature_store(self.settings)
+            for attempt in range(3):  # the free port may be taken between free_port() and the broker's bind
+                self.broker = LocalBroker(self.settings)
+                try:
+                    self.broker.start()
+                    break
+                except RuntimeError:
+                    if attempt == 2:
+                        raise
+                    self.settings.kafka.bootstrap_servers = f"127.0.0.1:{free_port()}"
             ensure_topics(self.settings)
         except BaseException:
-            self.broker.stop()
+            if self.broker is not None:
+                self.broker.stop()
+            if self.redis is not None:
+                self.redis.stop()
             raise
         return self
 
@@ -103,6 +110,23 @@ class StreamStack:
             _reap(child)
         if self.broker is not None:
             self.broker.stop()
+        if self.redis is not None:
+            self.redis.stop()
+
+    def _start_redis(self) -> None:
+        """A real redis-server on a free loopback port (streaming/redis_server.py) as the online store."""
+        from streaming.redis_server import RedisServer
+
+        for attempt in range(3):
+            port = free_port()
+            self.redis = RedisServer(self.home / "redis", port)
+            try:
+                self.redis.start()
+                break
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+        self.settings.feast.redis_address = self.redis.address
 
     _scoped = False
 
