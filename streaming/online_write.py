@@ -30,36 +30,62 @@ from datetime import datetime, timezone
 from typing import Any, Sequence
 
 _REDIS_CHUNK = 2000
-"""HSETs per pipeline round trip (bounds the client's buffer, not the batch)."""
+"""HSETs per pipeline round trip when the writer cannot use one script call (Redis Cluster)."""
+_SMALL_INTS = range(-1, 4096)
+"""Counts repeat: their serialized values are computed once."""
+
+_HSET_ALL = """
+local n = tonumber(ARGV[1])
+local at = 2
+for k = 1, #KEYS do
+  redis.call('HSET', KEYS[k], unpack(ARGV, at, at + 2 * n - 1))
+  at = at + 2 * n
+end
+return #KEYS
+"""
+"""One script call writes every entity of a view: one command and one reply per batch instead of
+one HSET (packed and parsed in Python) per entity, and readers never see half a batch."""
 
 
-def _encoders(view) -> dict[str, Any]:
-    """feature name -> function(python value) -> serialized ValueProto bytes-able proto."""
+def _encoders(view) -> dict[str, tuple[Any, bool]]:
+    """feature name -> (python value -> serialized ValueProto, whether SQLite's value_text is str(value))."""
     from feast.protos.feast.types.Value_pb2 import Int64List, StringList, Value
     from feast.types import Array, Int64, String
     from feast.type_map import python_values_to_proto_values
 
+    small = {v: Value(int64_val=v).SerializeToString() for v in _SMALL_INTS}
+
     def int64(v):
-        return Value(int64_val=int(v))
+        b = small.get(v)
+        return b if b is not None else Value(int64_val=int(v)).SerializeToString()
 
     def int64_list(v):
-        return Value(int64_list_val=Int64List(val=[int(x) for x in v]))
+        return Value(int64_list_val=Int64List(val=[int(x) for x in v])).SerializeToString()
 
     def string_list(v):
-        return Value(string_list_val=StringList(val=[str(x) for x in v]))
+        return Value(string_list_val=StringList(val=[str(x) for x in v])).SerializeToString()
 
     out = {}
-    for field in view.features:
-        if field.dtype == Int64:
-            out[field.name] = int64
-        elif field.dtype == Array(Int64):
-            out[field.name] = int64_list
-        elif field.dtype == Array(String):
-            out[field.name] = string_list
-        else:  # any other type: Feast's own conversion, one value at a time
-            vt = field.dtype.to_value_type()
-            out[field.name] = lambda v, vt=vt: python_values_to_proto_values([v], vt)[0]
+    for f in view.features:
+        if f.dtype == Int64:
+            out[f.name] = (int64, True)
+        elif f.dtype == Array(Int64):
+            out[f.name] = (int64_list, False)
+        elif f.dtype == Array(String):
+            out[f.name] = (string_list, False)
+        else:  # any other type: Feast's own conversion, one value at a time (SQLite: its own writer)
+            vt = f.dtype.to_value_type()
+            out[f.name] = (lambda v, vt=vt: python_values_to_proto_values([v], vt)[0].SerializeToString(), None)
     return out
+
+
+def _resp(args: list[bytes]) -> bytes:
+    """One Redis command in the wire protocol (what redis-py's packer produces, without its per-argument
+    encoding dispatch)."""
+    parts = [b"*%d\r\n" % len(args)]
+    for a in args:
+        parts.append(b"$%d\r\n%b\r\n" % (len(a), a))
+    return b"".join(parts)
 
 
 class OnlineWriter:
@@ -78,9 +104,11 @@ class OnlineWriter:
 
             name = _versioned_fv_name(view, self.config)
             self.ts_field = f"_ts:{name}".encode()
-            self.field_keys = {f: _mmh3(f"{name}:{f}") for f in self.encoders}
+            self.field_keys = [_mmh3(f"{name}:{f}") for f in self.encoders]
             self.client = self.online._get_client(self.config.online_store)
-        elif self.kind == "sqlite" and not self._sqlite_extras():
+            self.one_call = getattr(self.config.online_store, "redis_type", "redis") == "redis"  # not a cluster
+        elif (self.kind == "sqlite" and not self._sqlite_extras()
+              and all(text is not None for _, text in self.encoders.values())):
             from feast.infra.online_stores.sqlite import _table_id
 
             table = _table_id(self.config.project, view,
@@ -113,54 +141,78 @@ class OnlineWriter:
         if not rows:
             return
         ids = [r[self.key] for r in rows]
-        values = {name: [enc(r[name]) for r in rows] for name, enc in self.encoders.items()}
         stamps = [r[ts_field] for r in rows]
         if self.kind == "redis":
-            self._write_redis(ids, values, stamps)
+            self._write_redis(rows, ids, stamps)
         elif self.kind == "sqlite":
-            self._write_sqlite(ids, values, stamps)
+            self._write_sqlite(rows, ids, stamps)
         else:
-            self._write_provider(ids, values, stamps)
+            self._write_provider(rows, ids, stamps)
 
-    def _write_redis(self, ids, values, stamps) -> None:
+    def _write_redis(self, rows, ids, stamps) -> None:
         from google.protobuf.timestamp_pb2 import Timestamp
 
         project = self.config.project.encode()
-        keys = self._entity_keys(ids)
-        names = list(values)
-        fields = [self.field_keys[n] for n in names]
-        columns = [values[n] for n in names]
+        keys = [k + project for k in self._entity_keys(ids)]
+        encoders = [enc for enc, _ in self.encoders.values()]
+        names = list(self.encoders)
+        ts_field, field_keys = self.ts_field, self.field_keys
+        per_key: list[list[bytes]] = []
+        for row, ms in zip(rows, stamps):
+            args = [ts_field, Timestamp(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000).SerializeToString()]
+            for field, name, enc in zip(field_keys, names, encoders):
+                args.append(field)
+                args.append(enc(row[name]))
+            per_key.append(args)
+        if self.one_call:
+            pairs = str(len(field_keys) + 1).encode()
+            command = [b"EVAL", _HSET_ALL.encode(), str(len(keys)).encode(), *keys, pairs]
+            for args in per_key:
+                command.extend(args)
+            conn = self.client.connection_pool.get_connection()
+            try:
+                conn.send_packed_command([_resp(command)])
+                written = conn.read_response()
+            except BaseException:
+                conn.disconnect()  # a half-read reply must not be read by the next command
+                raise
+            finally:
+                self.client.connection_pool.release(conn)
+            if written != len(keys):
+                raise RuntimeError(f"Redis wrote {written!r} of {len(keys)} entities of {self.view.name}")
+            return
         pipe = self.client.pipeline(transaction=False)
-        for i, (key, ms) in enumerate(zip(keys, stamps)):
-            mapping = {self.ts_field: Timestamp(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000).SerializeToString()}
-            for field, column in zip(fields, columns):
-                mapping[field] = column[i].SerializeToString()
-            pipe.hset(key + project, mapping=mapping)
+        for key, args in zip(keys, per_key):
+            pipe.execute_command("HSET", key, *args)
             if len(pipe) >= _REDIS_CHUNK:
                 pipe.execute()
         pipe.execute()
 
-    def _write_sqlite(self, ids, values, stamps) -> None:
-        from feast.infra.online_stores.helpers import extract_text_and_num
-
+    def _write_sqlite(self, rows, ids, stamps) -> None:
         keys = self._entity_keys(ids)
         times = [_naive_utc(ms) for ms in stamps]
-        rows = []
-        for name, column in values.items():
-            for key, value, ts in zip(keys, column, times):
-                rows.append((key, name, value.SerializeToString(), extract_text_and_num(value, False)[0], ts, None))
+        out = []
+        for name, (enc, text) in self.encoders.items():
+            for key, row, ts in zip(keys, rows, times):
+                value = row[name]
+                out.append((key, name, enc(value), str(int(value)) if text else None, ts, None))
         conn = self.online._get_conn(self.config)
         with conn:
-            conn.executemany(self.sqlite_upsert, rows)
+            conn.executemany(self.sqlite_upsert, out)
 
-    def _write_provider(self, ids, values, stamps) -> None:
+    def _write_provider(self, rows, ids, stamps) -> None:
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
 
+        def value(blob: bytes):
+            v = Value()
+            v.ParseFromString(blob)
+            return v
+
         data = [(EntityKey(join_keys=[self.key], entity_values=[Value(string_val=str(e))]),
-                 {name: column[i] for name, column in values.items()},
+                 {name: value(enc(row[name])) for name, (enc, _) in self.encoders.items()},
                  datetime.fromtimestamp(ms / 1000, tz=timezone.utc), None)
-                for i, (e, ms) in enumerate(zip(ids, stamps))]
+                for row, e, ms in zip(rows, ids, stamps)]
         self.online.online_write_batch(self.config, self.view, data, None)
 
 
