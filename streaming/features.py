@@ -175,6 +175,13 @@ def _top_n(pairs: Iterable[tuple[int, str]], n: int) -> list[tuple[int, str]]:
 
 def merge_user(partials: Sequence[UserPartial], last_n: int, item_vocab: dict[str, int] | None = None) -> dict:
     """Feature values of a user from the partials of every partition."""
+    if len(partials) == 1:  # the common case (events keyed by user): no merge
+        p = partials[0]
+        ref, h, d = p.ref, p.ref - HOUR_MS, p.ref - DAY_MS
+        items = [i for _, i in p.last[:last_n]]
+        return {"clicks_1h": _in(p.clicks, h), "clicks_24h": _in(p.clicks, d), "events_24h": _in(p.events, d),
+                "purchases_24h": _in(p.purchases, d), "last_items": items,
+                "last_item_ids": encode_items(items, item_vocab), "last_event_ms": ref}
     ref = max(p.ref for p in partials)
     h, d = ref - HOUR_MS, ref - DAY_MS
     last = _top_n((pair for p in partials for pair in p.last), last_n)

@@ -26,6 +26,7 @@ tests read every written row back through ``get_online_features``.
 
 from __future__ import annotations
 
+import struct
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
@@ -97,6 +98,7 @@ class OnlineWriter:
         self.key = key
         self.online = store._get_provider().online_store
         self.encoders = _encoders(view)
+        self._key_prefix: tuple[bytes, int] | bool | None = None
         self.kind = getattr(self.config.online_store, "type", "sqlite")
         if self.kind == "redis":
             from feast.infra.online_stores.helpers import _mmh3
@@ -127,14 +129,36 @@ class OnlineWriter:
         o = self.config.online_store
         return bool(getattr(o, "vector_enabled", False) or getattr(o, "enable_openai_compatible_store", False))
 
-    def _entity_keys(self, ids: Sequence[str]) -> list[bytes]:
+    def _feast_entity_key(self, entity_id: str) -> bytes:
         from feast.infra.key_encoding_utils import serialize_entity_key
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
 
-        version = self.config.entity_key_serialization_version
-        return [serialize_entity_key(EntityKey(join_keys=[self.key], entity_values=[Value(string_val=str(i))]),
-                                     entity_key_serialization_version=version) for i in ids]
+        return serialize_entity_key(EntityKey(join_keys=[self.key], entity_values=[Value(string_val=entity_id)]),
+                                    entity_key_serialization_version=self.config.entity_key_serialization_version)
+
+    def _entity_keys(self, ids: Sequence[str]) -> list[bytes]:
+        """Feast's ``serialize_entity_key`` of one string join key, as one concatenation per id (the
+        version-3 layout: key count, key type, key, value type, value); checked against Feast's own
+        function once, which is used instead when the layouts differ (another serialization version)."""
+        if self._key_prefix is None:
+            from feast.value_type import ValueType
+
+            name = self.key.encode()
+            prefix = struct.pack("<III", 1, ValueType.STRING, len(name)) + name
+            string = ValueType.STRING.value
+            probe = "u-\u00e9-1"
+            mine = prefix + struct.pack("<II", string, len(probe.encode())) + probe.encode()
+            self._key_prefix = (prefix, string) if mine == self._feast_entity_key(probe) else False
+        if self._key_prefix is False:
+            return [self._feast_entity_key(str(i)) for i in ids]
+        prefix, string = self._key_prefix
+        pack = struct.Struct("<II").pack
+        out = []
+        for i in ids:
+            b = str(i).encode()
+            out.append(prefix + pack(string, len(b)) + b)
+        return out
 
     def write(self, rows: Sequence[dict[str, Any]], ts_field: str) -> None:
         """Write ``rows`` (dicts with the key, every feature and ``ts_field`` in epoch ms)."""

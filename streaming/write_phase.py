@@ -90,13 +90,16 @@ class MicroBatchWriter:
             ip = st.item_partials(items)
             touched_u: set[tuple[str, int]] = set()
             touched_i: set[tuple[str, int]] = set()
+            last_n = self.last_n
             for r in valid:
-                e = r.event
+                e, part = r.event, r.partition
                 assert e is not None
-                up.setdefault(e.user, {}).setdefault(r.partition, UserPartial()).apply(e.ts_ms, e.type, e.item, self.last_n)
-                ip.setdefault(e.item, {}).setdefault(r.partition, ItemPartial()).apply(e.ts_ms, e.type)
-                touched_u.add((e.user, r.partition))
-                touched_i.add((e.item, r.partition))
+                by_part = up.get(e.user) or up.setdefault(e.user, {})
+                (by_part.get(part) or by_part.setdefault(part, UserPartial())).apply(e.ts_ms, e.type, e.item, last_n)
+                by_part = ip.get(e.item) or ip.setdefault(e.item, {})
+                (by_part.get(part) or by_part.setdefault(part, ItemPartial())).apply(e.ts_ms, e.type)
+                touched_u.add((e.user, part))
+                touched_i.add((e.item, part))
             user_rows = [{"user": u, **merge_user(list(up[u].values()), self.last_n, self.item_vocab)}
                          for u in sorted(users)]
             item_rows = [{"item": i, **merge_item(list(ip[i].values()))} for i in sorted(items)]
