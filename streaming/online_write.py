@@ -145,8 +145,8 @@ class OnlineWriter:
             from feast.value_type import ValueType
 
             name = self.key.encode()
-            prefix = struct.pack("<III", 1, ValueType.STRING, len(name)) + name
             string = ValueType.STRING.value
+            prefix = struct.pack("<III", 1, string, len(name)) + name
             probe = "u-\u00e9-1"
             mine = prefix + struct.pack("<II", string, len(probe.encode())) + probe.encode()
             self._key_prefix = (prefix, string) if mine == self._feast_entity_key(probe) else False
