@@ -271,7 +271,9 @@ def ensure_feature_store(settings: Settings) -> "FeatureStore":
     if state.get("applied") != config or not settings.path(settings.feast.registry_path).exists():
         store = apply_repo(settings)
     wanted = {"config": config, "sources": _sources_hash(settings)}
-    if _read_state(repo).get("materialized") != wanted or not settings.path(settings.feast.online_store_path).exists():
+    lost = (settings.feast.online_store == "sqlite"  # Redis keeps its data in the server (append-only file)
+            and not settings.path(settings.feast.online_store_path).exists())
+    if _read_state(repo).get("materialized") != wanted or lost:
         store = materialize(settings, store)
     return store or open_store(repo)
 

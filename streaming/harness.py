@@ -265,13 +265,12 @@ class StreamStack:
 
     # ------------------------------------------------------------------ state
     def watermarks(self, group: str | None = None) -> dict[int, int]:
-        from streaming.processor import state_path
-        from streaming.state import StateStore
+        from streaming.processor import open_state, state_path
 
-        path = state_path(self.settings, group or self.settings.stream.consumer_group)
-        if not path.exists():
+        group = group or self.settings.stream.consumer_group
+        if self.settings.stream.state_store == "sqlite" and not state_path(self.settings, group).exists():
             return {}
-        store = StateStore(path)
+        store = open_state(self.settings, group)
         try:
             return store.watermarks(self.settings.kafka.events_topic)
         finally:

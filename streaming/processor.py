@@ -110,6 +110,18 @@ def state_path(settings: Settings, group: str) -> Path:
     return settings.path(settings.stream.state_dir) / f"{group}.sqlite"
 
 
+def open_state(settings: Settings, group: str):
+    """The group's state store: the SQLite file (one host) or Redis (several hosts), ``stream.state_store``."""
+    if settings.stream.state_store == "redis":
+        from streaming.state_redis import RedisStateStore
+
+        return RedisStateStore(settings.stream.state_redis_address or settings.feast.redis_address, group,
+                               lock_ms=settings.stream.state_lock_ms)
+    from streaming.state import StateStore
+
+    return StateStore(state_path(settings, group))
+
+
 class StreamProcessor(MicroBatchWriter):
     """One instance of the processor; ``run()`` until stopped, caught up, idle or ``max_events``."""
 
@@ -125,7 +137,6 @@ class StreamProcessor(MicroBatchWriter):
         sink=None,
     ) -> None:
         from streaming.sink import FeastSink
-        from streaming.state import StateStore
 
         self.settings = settings
         self.topic = settings.kafka.events_topic
@@ -138,7 +149,7 @@ class StreamProcessor(MicroBatchWriter):
         self.write_offline = write_offline
         self.registry = registry or CollectorRegistry()
         self.metrics = ProcessorMetrics(self.registry)
-        self.state = StateStore(state_path(settings, self.group))
+        self.state = open_state(settings, self.group)
         self.sink = sink or FeastSink(settings, feast_store)
         self.item_vocab = load_item_vocab(settings)
         self.fault = _Failpoint()

@@ -3,9 +3,8 @@
 ``feast.online_store: redis`` makes the generated Feast repository use Redis at
 ``feast.redis_address`` (features/feast_repo.py). Production points that at the
 chart's Redis; locally ``recast stack up`` (and the tests, on a free port) start
-this one: loopback only, no persistence by default (the online store is a cache
-that the stream processor and ``recast features build`` rebuild), a pid file and
-a log like the broker's.
+this one: loopback only, its data in an append-only file under the Feast repository
+(a restart keeps the materialized features), a pid file and a log like the broker's.
 """
 
 from __future__ import annotations
@@ -84,7 +83,7 @@ class RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         cmd = [redis_binary(), "--bind", self.host, "--port", str(self.port), "--dir", str(self.workdir),
-               "--save", "", "--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no"]
+               "--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--protected-mode", "yes", "--daemonize", "no"]
         with open(self.log_file, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
