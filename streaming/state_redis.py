@@ -152,6 +152,13 @@ class RedisStateStore:
     def offline_parts(self) -> set[str]:
         return {n.decode() for n in self.client.smembers(self.prefix + "parts")}
 
+    def clear(self) -> int:
+        """Delete the group's whole state (``recast stream reset``); returns the keys removed."""
+        keys = list(self.client.scan_iter(match=self.prefix + "*", count=1000))
+        for start in range(0, len(keys), 1000):
+            self.client.delete(*keys[start:start + 1000])
+        return len(keys)
+
     def counts(self) -> dict[str, int]:
         def count(match: str) -> int:
             return sum(1 for _ in self.client.scan_iter(match=self.prefix + match, count=1000))

@@ -87,3 +87,16 @@ def test_a_stale_instance_cannot_commit_after_its_lock_was_taken_over(stack: Str
     assert fresh.watermarks("t") == {0: 5}  # nothing of a failed write phase is applied
     with fresh.write_phase():
         pass  # the lock was released
+
+
+def test_status_and_reset_read_the_redis_state(stack: StreamStack) -> None:
+    from streaming.status import stream_status
+
+    s = stack.scope("status")
+    ends = s.send(synthetic("st", 200, seed=7))
+    s.fork_processor("status.log", batch_max_events=100, batch_max_wait_ms=20, until_caught_up=True).join(120)
+    status = stream_status(s.settings)
+    assert status["state"]["users"] > 0 and status["state"]["path"].startswith("redis://")
+    assert s.watermarks() == ends
+    store = open_state(s.settings, s.settings.stream.consumer_group)
+    assert store.clear() > 0 and store.watermarks(s.settings.kafka.events_topic) == {}
