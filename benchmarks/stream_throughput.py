@@ -17,11 +17,16 @@ side by side:
 * online write ms per batch and rows per write, from the processor's own
   Prometheus histograms.
 
+``--scale-out`` adds one vs two processor instances of one group (forked processes,
+the state in ``--state-store``); on a host with fewer free cores than instances the
+ratio measures the host, not the processor.
+
 ``--movielens`` runs the earlier comparison instead: MovieLens-100K in timestamp
 order, per-event vs micro-batched, ``FeatureStore.push`` vs the sink's direct write.
 
     .venv/bin/python benchmarks/stream_throughput.py                       # 1k..1M users, sqlite and redis
     .venv/bin/python benchmarks/stream_throughput.py --users 1000000 --online-store redis --events 200000
+    .venv/bin/python benchmarks/stream_throughput.py --online-store redis --state-store redis --scale-out
     .venv/bin/python benchmarks/stream_throughput.py --movielens
 """
 
@@ -110,13 +115,46 @@ def run_mode(stack: StreamStack, name: str, events, batch: int, wait_ms: int, of
     return out
 
 
+def scale_out(stack: StreamStack, users: int, n_events: int, batch: int, wait_ms: int) -> list[dict]:
+    """One vs two forked instances of the group on the shared state, the same events; events/s from
+    the first committed batch to the last watermark (joins excluded)."""
+    out = []
+    for n in (1, 2):
+        s = stack.scope(f"scale{n}-{users}")
+        s.settings.kafka.max_poll_interval_ms = max(s.settings.kafka.max_poll_interval_ms, 15_000)
+        events = synthetic_events(n_events, users, seed=users + n)
+        progress(f"scale-out, {n} instance(s): producing {len(events):,} events")
+        ends = s.send(events)
+        total = sum(ends.values())
+        procs = [s.fork_processor(f"scale{n}-{k}.log", metrics_port=0, batch_max_events=batch,
+                                  batch_max_wait_ms=wait_ms) for k in range(n)]
+        try:
+            while (first := sum(s.watermarks().values())) == 0:
+                time.sleep(0.01)
+            started = time.perf_counter()
+            s.wait_watermarks(ends, timeout_s=1800)
+            elapsed = time.perf_counter() - started
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.join(timeout=60)
+        r = {"instances": n, "events": total - first, "events_per_s": (total - first) / elapsed,
+             "load_1m": os.getloadavg()[0]}
+        progress(f"scale-out, {n} instance(s): {r['events_per_s']:,.0f} events/s (load {r['load_1m']:.2f})")
+        out.append(r)
+    return out
+
+
 def key_space_curve(args) -> None:
-    results = []
+    results, scaled = [], []
     for store in args.online_store:
         home = Path(tempfile.mkdtemp(prefix=f"recast-stream-bench-{store}-"))
         progress(f"{store}: stack in {home}")
         try:
-            with StreamStack(home, sample=SAMPLE, online_store=store) as stack:
+            with StreamStack(home, sample=SAMPLE, online_store=store, state_store=args.state_store) as stack:
+                if args.scale_out and store == "redis":
+                    scaled = scale_out(stack, max(args.users), args.events, args.batch, args.wait_ms)
                 for users in args.users:
                     events = synthetic_events(args.events, users, seed=users)
                     prof = (Path(args.profile) / f"{store}-{users}.prof") if args.profile else None
@@ -127,7 +165,8 @@ def key_space_curve(args) -> None:
         finally:
             if not args.keep:
                 shutil.rmtree(home, ignore_errors=True)
-    path = write_json("stream_throughput_users", {"environment": environment(), "args": vars(args), "results": results})
+    path = write_json("stream_throughput_users", {"environment": environment(), "args": vars(args), "results": results,
+                                                  "scale_out": scaled})
     rows = [[r["online_store"], r["key_space"], r["distinct_users"], r["events_per_s"], r["cpu_ms_per_batch"],
              r["cpu_us_per_event"], r["user_rows_per_batch"], r["rows_per_push"], r["push_ms_per_batch"],
              r["push_ms_mean"], r["load_1m"]] for r in results]
@@ -136,7 +175,14 @@ def key_space_curve(args) -> None:
     print(table(["online store", "key space", "distinct users", "events/s", "CPU ms/batch", "CPU us/event",
                  "user rows/batch", "rows/write", "write ms/batch", "write ms (mean)", "load 1m"], rows, digits=1))
     print(f"\nbatch <= {args.batch} events or {args.wait_ms} ms; 4 partitions; one processor instance; parquet "
-          f"{'off' if args.no_parquet else 'on'}. CPU = the processor process only (not the broker or Redis).")
+          f"{'off' if args.no_parquet else 'on'}; state store {args.state_store}. CPU = the processor process only "
+          "(not the broker or Redis).")
+    if scaled:
+        print(f"\nScale-out: instances of one group on the {args.state_store} state store, Redis online store, "
+              f"{max(args.users):,} users (forked processes on this host)")
+        print(table(["instances", "events", "events/s", "x one instance", "load 1m"],
+                    [[r["instances"], r["events"], r["events_per_s"], ratio(r["events_per_s"], scaled[0]["events_per_s"]),
+                      r["load_1m"]] for r in scaled], digits=2))
     print(f"host: {os.cpu_count()} CPUs shared with other work; 1-min load average {LOAD_AT_START:.2f} at start, "
           f"{os.getloadavg()[0]:.2f} at end")
     print(f"raw numbers: {path}")
@@ -185,6 +231,10 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=None,
                     help="events per row (default 100,000; --movielens: all of ML-100K)")
     ap.add_argument("--no-parquet", action="store_true", help="skip the offline parquet parts")
+    ap.add_argument("--state-store", choices=["sqlite", "redis"], default="sqlite",
+                    help="processor state: the host's SQLite file or Redis (shared across hosts)")
+    ap.add_argument("--scale-out", action="store_true",
+                    help="also one vs two instances (forked) at the largest key space, with the redis online store")
     ap.add_argument("--profile", default=None, help="folder for a cProfile dump per row")
     ap.add_argument("--movielens", action="store_true", help="the per-event vs micro-batched comparison on ML-100K")
     ap.add_argument("--per-event", type=int, default=400, help="--movielens: events for the per-event baseline")
