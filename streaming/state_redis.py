@@ -31,14 +31,32 @@ from streaming.features import ItemPartial, UserPartial
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
+def connection_kwargs(address: str) -> dict:
+    """redis-py arguments of Feast's connection string ``host:port[,password=...][,ssl=true][,db=N]``
+    (``feast.redis_address`` is the Feast online store's, so the state can share its server)."""
+    first, *options = [part.strip() for part in address.split(",")]
+    host, _, port = first.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"Redis address {address!r}: expected host:port[,password=...][,ssl=true][,db=N]")
+    out: dict = {"host": host, "port": int(port)}
+    for option in options:
+        key, _, value = option.partition("=")
+        if key == "password":
+            out["password"] = value
+        elif key == "ssl":
+            out["ssl"] = value.lower() == "true"
+        elif key == "db":
+            out["db"] = int(value)
+    return out
+
+
 class RedisStateStore:
     def __init__(self, address: str, group: str, lock_ms: int = 30_000, lock_wait_s: float = 60.0) -> None:
         import redis
 
-        host, _, port = address.rpartition(":")
-        self.client = redis.Redis(host=host, port=int(port), socket_timeout=30)
+        self.client = redis.Redis(**connection_kwargs(address), socket_timeout=30)
         self.prefix = f"recast:stream-state:{group}:"
-        self.path = f"redis://{address}/{self.prefix}"  # where, for messages
+        self.path = f"redis://{address.split(',')[0]}/{self.prefix}"  # where, for messages (no password)
         self.lock_key = self.prefix + "lock"
         self.lock_ms, self.lock_wait_s = lock_ms, lock_wait_s
         self._token: str | None = None
