@@ -59,7 +59,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from recast.settings import Settings
 from streaming.events import InvalidEvent, decode
 from streaming.log_reset import LogResetError, advice, current_topic_id, reset_reason
-from streaming.write_phase import FAULT_ENV, MicroBatchWriter, _Failpoint, _Record, _tp  # noqa: F401  (re-exported)
+from streaming.write_phase import FAULT_ENV, MicroBatchWriter, _Failpoint, _Record, _tp, paused_gc  # noqa: F401
 
 log = logging.getLogger("recast.stream")
 
@@ -260,6 +260,14 @@ class StreamProcessor(MicroBatchWriter):
         if self._unseen:
             self._check_unseen()
         reset = self._check_log_resets()
+        with paused_gc():  # see MicroBatchWriter
+            n = self._decode_polled(polled, reset)
+        if n and len(self.pending) == n:
+            self.pending_since = time.monotonic()
+        self._update_lag()
+        return n
+
+    def _decode_polled(self, polled, reset: set[int]) -> int:
         n = 0
         for tp, records in polled.items():
             if tp.partition in reset:
@@ -274,9 +282,6 @@ class StreamProcessor(MicroBatchWriter):
                 self.pending.append(_Record(tp.partition, r.offset, r.key, r.value, event, error))  # type: ignore[arg-type]
                 n += 1
                 self.applied.setdefault(tp.partition, r.offset)
-        if n and len(self.pending) == n:
-            self.pending_since = time.monotonic()
-        self._update_lag()
         return n
 
     def current_topic_id(self) -> str | None:
@@ -389,6 +394,9 @@ def run_processor(settings: Settings, group: str | None = None, metrics_port: in
     from features.feast_repo import ensure_feature_store
 
     ensure_feature_store(settings)
+    import gc
+
+    gc.freeze()  # the imported libraries (Feast, pandas, pyarrow) are never garbage: not scanned by collections
     proc = StreamProcessor(settings, group, batch_max_events=batch_max_events, batch_max_wait_ms=batch_max_wait_ms)
     port = settings.stream.metrics_port if metrics_port is None else metrics_port
     if port:
