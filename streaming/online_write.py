@@ -80,13 +80,9 @@ def _encoders(view) -> dict[str, tuple[Any, bool]]:
     return out
 
 
-def _resp(args: list[bytes]) -> bytes:
-    """One Redis command in the wire protocol (what redis-py's packer produces, without its per-argument
-    encoding dispatch)."""
-    parts = [b"*%d\r\n" % len(args)]
-    for a in args:
-        parts.append(b"$%d\r\n%b\r\n" % (len(a), a))
-    return b"".join(parts)
+def _bulk(value: bytes) -> bytes:
+    """One argument of a Redis command in the wire protocol (RESP bulk string)."""
+    return b"$%d\r\n%b\r\n" % (len(value), value)
 
 
 class OnlineWriter:
@@ -178,39 +174,43 @@ class OnlineWriter:
 
         project = self.config.project.encode()
         keys = [k + project for k in self._entity_keys(ids)]
-        encoders = [enc for enc, _ in self.encoders.values()]
-        names = list(self.encoders)
-        ts_field, field_keys = self.ts_field, self.field_keys
-        per_key: list[list[bytes]] = []
-        for row, ms in zip(rows, stamps):
-            args = [ts_field, Timestamp(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000).SerializeToString()]
-            for field, name, enc in zip(field_keys, names, encoders):
-                args.append(field)
-                args.append(enc(row[name]))
-            per_key.append(args)
-        if self.one_call:
-            pairs = str(len(field_keys) + 1).encode()
-            command = [b"EVAL", _HSET_ALL.encode(), str(len(keys)).encode(), *keys, pairs]
-            for args in per_key:
-                command.extend(args)
-            conn = self.client.connection_pool.get_connection()
-            try:
-                conn.send_packed_command([_resp(command)])
-                written = conn.read_response()
-            except BaseException:
-                conn.disconnect()  # a half-read reply must not be read by the next command
-                raise
-            finally:
-                self.client.connection_pool.release(conn)
-            if written != len(keys):
-                raise RuntimeError(f"Redis wrote {written!r} of {len(keys)} entities of {self.view.name}")
+        encoders = [(enc, name) for name, (enc, _) in self.encoders.items()]
+
+        def values(row, ms) -> list[bytes]:
+            out = [Timestamp(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000).SerializeToString()]
+            out.extend(enc(row[name]) for enc, name in encoders)
+            return out
+
+        fields = [self.ts_field, *self.field_keys]
+        if not self.one_call:
+            pipe = self.client.pipeline(transaction=False)
+            for key, row, ms in zip(keys, rows, stamps):
+                pipe.execute_command("HSET", key, *[x for pair in zip(fields, values(row, ms)) for x in pair])
+                if len(pipe) >= _REDIS_CHUNK:
+                    pipe.execute()
+            pipe.execute()
             return
-        pipe = self.client.pipeline(transaction=False)
-        for key, args in zip(keys, per_key):
-            pipe.execute_command("HSET", key, *args)
-            if len(pipe) >= _REDIS_CHUNK:
-                pipe.execute()
-        pipe.execute()
+        # one EVAL in the wire protocol, built in one pass: the field names' fragments are constant
+        field_bulks = [_bulk(f) for f in fields]
+        parts = [b"*%d\r\n" % (4 + len(keys) + 2 * len(fields) * len(keys)), _bulk(b"EVAL"),
+                 _bulk(_HSET_ALL.encode()), _bulk(str(len(keys)).encode())]
+        parts.extend(_bulk(k) for k in keys)
+        parts.append(_bulk(str(len(fields)).encode()))
+        for row, ms in zip(rows, stamps):
+            for field, value in zip(field_bulks, values(row, ms)):
+                parts.append(field)
+                parts.append(b"$%d\r\n%b\r\n" % (len(value), value))
+        conn = self.client.connection_pool.get_connection()
+        try:
+            conn.send_packed_command([b"".join(parts)])
+            written = conn.read_response()
+        except BaseException:
+            conn.disconnect()  # a half-read reply must not be read by the next command
+            raise
+        finally:
+            self.client.connection_pool.release(conn)
+        if written != len(keys):
+            raise RuntimeError(f"Redis wrote {written!r} of {len(keys)} entities of {self.view.name}")
 
     def _write_sqlite(self, rows, ids, stamps) -> None:
         keys = self._entity_keys(ids)

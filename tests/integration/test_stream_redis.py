@@ -76,3 +76,18 @@ def test_redis_server_binds_loopback_only_and_fails_loudly(tmp_path) -> None:
         with pytest.raises(RuntimeError, match="taken"):
             RedisServer(tmp_path / "b", port).start()
     assert not server.healthy() and server.proc.poll() is not None  # stopped and reaped
+
+
+def test_the_pipeline_path_for_redis_cluster_writes_the_same_rows(stack: StreamStack) -> None:
+    """Redis Cluster cannot run one script over keys of many slots: the writer sends HSETs in pipelines."""
+    from features.feast_repo import USER_STREAM_PUSH
+    from streaming.sink import FeastSink
+
+    writer = FeastSink(stack.settings)._writers[USER_STREAM_PUSH][0]
+    writer.one_call = False
+    rows = [{"user": f"cluster-{k}", "clicks_1h": k, "clicks_24h": k + 1, "events_24h": k + 2, "purchases_24h": 0,
+             "last_items": ["7", "3"], "last_item_ids": [], "last_event_ms": 1_700_000_000_000 + k} for k in range(3)]
+    writer.write(rows, "last_event_ms")
+    got = stack.online("user", [r["user"] for r in rows])
+    assert got["clicks_24h"] == [1, 2, 3] and got["last_items"] == [["7", "3"]] * 3
+    assert got["last_event_ms"] == [r["last_event_ms"] for r in rows]
