@@ -2,8 +2,9 @@
 
 :class:`StreamStack` makes a temporary home with MovieLens-shaped features
 (the real ML-100K files when given, else a generated sample), applies and
-materializes the Feast repository (SQLite online store, with the streaming
-push sources), starts a Tansu broker on a free port and creates the topics.
+materializes the Feast repository (a SQLite online store, or with
+``online_store="redis"`` a real redis-server on a free loopback port; the
+streaming push sources), starts a Tansu broker on a free port and creates the topics.
 It never touches the default ports or ``data/`` of the checkout. Failing to
 start any part raises: callers must not silently skip. Processor children it
 started are killed when the stack closes, so a failed test leaves none behind.

@@ -10,9 +10,9 @@ A batch's write phase runs inside :meth:`StateStore.write_phase`
 (``BEGIN IMMEDIATE``): it is also the lock that serializes the writers of
 several processor instances on this host, so the merge of partials across
 partitions (item popularity) never reads a half-written state, and the
-offline-part cleanup never removes a part that is being written. In
-production the same role is played by a shared transactional store
-(Postgres) or by re-keying item events to their own topic.
+offline-part cleanup never removes a part that is being written. Instances
+on several hosts share :class:`~streaming.state_redis.RedisStateStore`
+instead (``stream.state_store: redis``), which keeps these semantics.
 """
 
 from __future__ import annotations
