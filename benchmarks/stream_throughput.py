@@ -146,8 +146,34 @@ def scale_out(stack: StreamStack, users: int, n_events: int, batch: int, wait_ms
     return out
 
 
+def read_latency(stack: StreamStack, events, n: int = 300) -> dict:
+    """The gateway's online reads (features/online.py, static + streaming features) after the last row:
+    one user per request, and 100 candidate items per request; ms median and p99."""
+    from features.online import OnlineFeatureReader
+
+    reader = OnlineFeatureReader(stack.settings, stream=True, item_cache_ttl_s=0)
+    rng = random.Random(1)
+    users = [rng.choice(events).user for _ in range(n)]
+    items = [str(1 + rng.randrange(1682)) for _ in range(100)]
+    timings: dict[str, list[float]] = {"user": [], "items100": []}
+    for user in users:
+        t = time.perf_counter()
+        reader.user_features(user)
+        timings["user"].append(1e3 * (time.perf_counter() - t))
+    for _ in range(n // 3):
+        t = time.perf_counter()
+        reader.item_features(items)
+        timings["items100"].append(1e3 * (time.perf_counter() - t))
+    out = {}
+    for name, ms in timings.items():
+        ms.sort()
+        out[f"{name}_ms_p50"], out[f"{name}_ms_p99"] = ms[len(ms) // 2], ms[min(len(ms) - 1, int(0.99 * len(ms)))]
+    out["load_1m"] = os.getloadavg()[0]
+    return out
+
+
 def key_space_curve(args) -> None:
-    results, scaled = [], []
+    results, scaled, reads = [], [], []
     for store in args.online_store:
         home = Path(tempfile.mkdtemp(prefix=f"recast-stream-bench-{store}-"))
         progress(f"{store}: stack in {home}")
@@ -162,11 +188,12 @@ def key_space_curve(args) -> None:
                                  profile=prof)
                     results.append({**r, "online_store": store, "key_space": users,
                                     "distinct_users": len({e.user for e in events})})
+                reads.append({"online_store": store, **read_latency(stack, events)})
         finally:
             if not args.keep:
                 shutil.rmtree(home, ignore_errors=True)
     path = write_json("stream_throughput_users", {"environment": environment(), "args": vars(args), "results": results,
-                                                  "scale_out": scaled})
+                                                  "scale_out": scaled, "reads": reads})
     rows = [[r["online_store"], r["key_space"], r["distinct_users"], r["events_per_s"], r["cpu_ms_per_batch"],
              r["cpu_us_per_event"], r["user_rows_per_batch"], r["rows_per_push"], r["push_ms_per_batch"],
              r["push_ms_mean"], r["load_1m"]] for r in results]
@@ -177,6 +204,10 @@ def key_space_curve(args) -> None:
     print(f"\nbatch <= {args.batch} events or {args.wait_ms} ms; 4 partitions; one processor instance; parquet "
           f"{'off' if args.no_parquet else 'on'}; state store {args.state_store}. CPU = the processor process only "
           "(not the broker or Redis).")
+    print("\nGateway online reads (features/online.py: one user; 100 candidate items), ms, after the rows above:")
+    print(table(["online store", "user p50", "user p99", "100 items p50", "100 items p99", "load 1m"],
+                [[r["online_store"], r["user_ms_p50"], r["user_ms_p99"], r["items100_ms_p50"], r["items100_ms_p99"],
+                  r["load_1m"]] for r in reads], digits=2))
     if scaled:
         print(f"\nScale-out: instances of one group on the {args.state_store} state store, Redis online store, "
               f"{max(args.users):,} users (forked processes on this host)")

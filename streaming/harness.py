@@ -80,7 +80,7 @@ class StreamStack:
         raw = self.raw_dir or generate_movielens_sample(self.home / "raw", seed=0, **self.sample)
         self.raw_dir = Path(raw)
         build_features(self.settings, raw_dir=self.raw_dir)
-        if self.settings.feast.online_store == "redis":
+        if "redis" in (self.settings.feast.online_store, self.settings.stream.state_store):
             self._start_redis()
         try:
             ensure_feature_store(self.settings)
@@ -115,7 +115,8 @@ class StreamStack:
             self.redis.stop()
 
     def _start_redis(self) -> None:
-        """A real redis-server on a free loopback port (streaming/redis_server.py) as the online store."""
+        """A real redis-server on a free loopback port (streaming/redis_server.py): the online store and/or
+        the processor state."""
         from streaming.redis_server import RedisServer
 
         for attempt in range(3):
