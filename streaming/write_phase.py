@@ -101,7 +101,7 @@ class MicroBatchWriter:
                     log.warning("removed %d offline parts of batches that never committed", len(removed))
                 self._cleanup_parts = False
             marks = st.watermarks(self.topic)
-            fresh = [r for r in batch if r.offset >= marks.get(r.partition, 0)]
+            fresh = _first_at_or_above(batch, marks)
             skipped = len(batch) - len(fresh)
             invalid = [r for r in fresh if r.error is not None]
             valid = [r for r in fresh if r.event is not None]
@@ -209,6 +209,24 @@ class MicroBatchWriter:
             # the state already holds the watermarks: the redelivered records will be skipped
             self.metrics.commit_failures.inc()
             log.warning("offset commit failed (%s); records will be redelivered and skipped", exc)
+
+
+def _first_at_or_above(batch: list[_Record], marks: dict[int, int]) -> list[_Record]:
+    """The records at or above their partition's watermark, each (partition, offset) once.
+
+    A batch can hold one offset twice: a rebalance that revokes and re-assigns a partition
+    while a poll is in flight (the callbacks run on the client's IO thread) appends the
+    records fetched from the old position after the seek to the watermark fetched them again.
+    The aggregates are a function of the set of events, so the first copy is the one applied.
+    """
+    seen: set[tuple[int, int]] = set()
+    out = []
+    for r in batch:
+        key = (r.partition, r.offset)
+        if r.offset >= marks.get(r.partition, 0) and key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
 
 
 def _tp(topic: str, partition: int):

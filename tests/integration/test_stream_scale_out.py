@@ -54,8 +54,15 @@ def test_kill_9_of_one_of_two_instances_on_shared_state_equals_recomputation(sta
         procs[0].join(timeout=10)
         assert procs[0].exitcode == -signal.SIGKILL
         assert sum(s.watermarks().values()) < total, "the stream finished before the kill"
+        # more events on every partition: the killed instance's partitions must move to the survivor
+        more = synthetic("hx", 2000, seed=6)
+        ends = s.send(more)
+        events += more
         s.wait_watermarks(ends, timeout_s=180, procs=())
-        survivor = scrape(ports[1])
+        deadline = time.monotonic() + 60  # the lag gauges follow the assignment
+        while (survivor := scrape(ports[1]))["lag_partitions"] != {0, 1, 2, 3}:
+            assert time.monotonic() < deadline, survivor
+            time.sleep(0.2)
     finally:
         for p in procs:
             if p.is_alive():

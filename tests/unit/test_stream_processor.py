@@ -249,3 +249,14 @@ def test_a_log_reset_stops_or_rebuilds_the_partition(proc) -> None:
     assert proc.state.watermarks(proc.topic) == {1: 1} and proc.applied[0] == 0
     assert set(proc.state.user_partials(["u1", "u2"])) == {"u2"}  # partition 0's partials are gone
     assert proc.log[-1] == ("seek_to_beginning", [0])
+
+
+def test_an_offset_twice_in_one_batch_is_applied_once(proc) -> None:
+    """A revoke + re-assign during a poll can leave records of the old position next to the same
+    offsets fetched again after the seek."""
+    proc.pending = [record(0, 0, "u1", 1000), record(0, 1, "u1", 2000), record(0, 0, "u1", 1000),
+                    record(0, 1, "u1", 2000), record(0, 2, "u1", 3000)]
+    assert proc.flush() == 3
+    assert proc.sink.users["u1"]["clicks_24h"] == 3  # not 5
+    assert proc.totals["duplicate_skipped"] == 2
+    assert proc.state.watermarks(proc.topic) == {0: 3}
