@@ -7,10 +7,12 @@ PY ?= python3
 VENV := .venv
 TRITON_VENV := .venv-triton
 NODE_DIR := .node
+CHECKOV_VENV := .venv-checkov
+CHECKOV_VERSION := 3.3.30
 TORCHREC_VERSION := 1.8.0
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test test-unit install node clean stack-down help
+.PHONY: demo test test-unit install node browser checkov clean stack-down help
 
 help:
 	@echo "make demo   - fetch data, build features, train DLF, export, start Triton + gateway, score users"
@@ -36,15 +38,30 @@ $(NODE_DIR)/.installed:
 
 node: $(NODE_DIR)/.installed
 
+# checkov (the chart's security scan in tests/helm) pins packages that would downgrade the main venv
+$(CHECKOV_VENV)/.installed: Makefile
+	test -x $(CHECKOV_VENV)/bin/python || $(PY) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q --upgrade pip
+	$(CHECKOV_VENV)/bin/pip install -q checkov==$(CHECKOV_VERSION)
+	touch $@
+
+checkov: $(CHECKOV_VENV)/.installed
+
 install: $(VENV)/.installed $(TRITON_VENV)/.installed
 
 demo: install
 	$(VENV)/bin/recast demo
 
-test: install node
+# headless Chromium (Debian package) renders the A/B report in tests/unit/test_abtest_report_browser.py
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null || $(SUDO) apt-get install -y -q chromium || \
+		($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
+
+test: install node browser checkov
 	$(VENV)/bin/python -m pytest -q tests
 
-test-unit: install
+test-unit: install browser
 	$(VENV)/bin/python -m pytest -q tests/unit
 
 stack-down:

@@ -158,6 +158,7 @@ def variant_moments(units: pl.DataFrame | pl.LazyFrame, columns: Sequence[str]) 
     cols = list(columns)
     aggs = [pl.len().alias("__n")]
     aggs += [pl.col(c).sum().alias(f"s:{c}") for c in cols]
+    aggs += [(pl.col(c) != 0).sum().alias(f"nz:{c}") for c in cols]
     aggs += [(pl.col(a) * pl.col(b)).sum().alias(f"x:{a}:{b}") for i, a in enumerate(cols) for b in cols[i:]]
     sums = _lazy(units).group_by("variant").agg(aggs).collect()
     out: dict[str, Moments] = {}
@@ -168,7 +169,8 @@ def variant_moments(units: pl.DataFrame | pl.LazyFrame, columns: Sequence[str]) 
         for i, a in enumerate(cols):
             for j in range(i, k):
                 x[i, j] = x[j, i] = row[f"x:{a}:{cols[j]}"]
-        out[row["variant"]] = Moments.from_sums(row["__n"], cols, s, x)
+        nz = np.array([row[f"nz:{c}"] for c in cols], dtype=np.int64)
+        out[row["variant"]] = Moments.from_sums(row["__n"], cols, s, x, nz)
     return out
 
 

@@ -8,8 +8,11 @@
 3. per metric and treatment variant: estimates per arm (CUPED when configured and the
    covariate has variance), absolute and relative lift, Welch t-test, the mSPRT always-valid
    p-value and confidence sequence, the Bayesian readout;
-4. Holm or Benjamini-Hochberg across all (metric, variant) comparisons;
-5. the cumulative lift per day with fixed-horizon intervals and the confidence sequence.
+4. Holm or Benjamini-Hochberg across the secondary (metric, variant) comparisons (the primary metric
+   is the pre-registered decision, tested at alpha); guardrails as non-inferiority checks; verdicts;
+5. order-value quantiles and segment breakdowns when the experiment declares them;
+6. the cumulative and daily lift per day (fixed-horizon intervals, the confidence sequence) and the
+   novelty check (abtest/timeline.py).
 """
 
 from __future__ import annotations
@@ -27,67 +30,18 @@ from abtest.aggregate import (
     PRE_COLUMNS,
     VALUE_COLUMNS,
     WinsorCaps,
-    daily_unit_increments,
     unit_table,
     variant_moments,
     winsorize_units,
 )
-from abtest.config import Experiment, ExperimentsConfig, MetricDef
+from abtest.comparison import Comparison, compare, decide
+from abtest.config import Experiment, ExperimentsConfig
+from abtest.quantiles import QuantileComparison, quantile_readout
+from abtest.segments import Heterogeneity, segment_breakdown
+from abtest.timeline import NoveltyCheck, TimelinePoint, daily_timeline
+from abtest.verdict import Verdict, verdicts
 
 MOMENT_COLUMNS = VALUE_COLUMNS + PRE_COLUMNS
-
-
-@dataclass
-class Comparison:
-    """One metric, one treatment variant against control."""
-
-    metric: str
-    label: str
-    kind: str
-    variant: str
-    control: str
-    n_treatment: int
-    n_control: int
-    control_value: float
-    treatment_value: float
-    control_unadjusted: float
-    treatment_unadjusted: float
-    abs_lift: float
-    abs_ci: tuple[float, float]
-    abs_p_value: float
-    rel_lift: float
-    rel_se: float
-    rel_ci: tuple[float, float]
-    p_value: float
-    df: float
-    cuped: bool
-    theta: float
-    variance_reduction: float
-    """1 - v(CUPED) / v(plain) of the absolute lift (0 without CUPED)."""
-    seq_p_value: float
-    seq_ci: tuple[float, float]
-    chance_to_beat_control: float
-    expected_loss_treatment: float
-    expected_loss_control: float
-    posterior_mean: float
-    credible_interval: tuple[float, float]
-    higher_is_better: bool = True
-    p_adjusted: float = float("nan")
-    decision: str = ""
-    sequential_decision: str = ""
-    true_rel_lift: float | None = None
-
-
-@dataclass
-class TimelinePoint:
-    day: int
-    metric: str
-    variant: str
-    n: int
-    rel_lift: float
-    ci: tuple[float, float]
-    seq_ci: tuple[float, float]
-    seq_p_value: float
 
 
 @dataclass
@@ -105,29 +59,34 @@ class Readout:
     valid: bool
     comparisons: list[Comparison]
     timeline: list[TimelinePoint] = field(default_factory=list)
+    novelty: list[NoveltyCheck] = field(default_factory=list)
+    segments: list[Comparison] = field(default_factory=list)
+    quantiles: list[QuantileComparison] = field(default_factory=list)
+    heterogeneity: list[Heterogeneity] = field(default_factory=list)
     winsor_caps: list[dict[str, Any]] = field(default_factory=list)
     dropped_multi_variant_units: int = 0
     primary_metric: str | None = None
     notes: list[str] = field(default_factory=list)
     simulation: dict[str, Any] | None = None
+    verdicts: list[Verdict] = field(default_factory=list)
+    target_lift: float = 0.05
 
     def to_dict(self) -> dict[str, Any]:
-        return _clean(asdict(self))
+        return json_safe(asdict(self))
 
     @property
     def summary(self) -> str:
         if not self.valid:
             return f"INVALID: sample ratio mismatch (p = {self.srm['p_value']:.2e} < {self.srm['threshold']}); do not read the lifts"
-        prim = [c for c in self.comparisons if c.metric == self.primary_metric]
-        return "; ".join(f"{c.metric} {c.variant}: {c.decision} ({c.rel_lift:+.2%})" for c in prim) or "no comparisons"
+        return " ".join(v.headline for v in self.verdicts) or "no comparisons"
 
 
-def _clean(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     """JSON-safe: NaN/inf -> None, tuples -> lists, numpy scalars -> Python."""
     if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, (np.floating, float)):
         f = float(obj)
         return f if math.isfinite(f) else None
@@ -145,86 +104,6 @@ def _experiment_start(exposures: pl.LazyFrame, e: Experiment) -> datetime | None
     return got
 
 
-def _decide(p: float, lift: float, alpha: float, higher_is_better: bool, valid: bool) -> str:
-    if not valid:
-        return "invalid (SRM)"
-    if not np.isfinite(p):
-        return "no data"
-    if p >= alpha:
-        return "inconclusive"
-    good = (lift > 0) == higher_is_better
-    return "significant improvement" if good else "significant regression"
-
-
-def compare(
-    arms: dict[str, stats.Moments],
-    metric: MetricDef,
-    control: str,
-    variant: str,
-    alpha: float,
-    cuped: bool,
-    tuning_n: int,
-    prior_mean: float,
-    prior_sd: float,
-    proper_prior: bool,
-) -> Comparison:
-    """All statistics of one metric for one treatment against control, from per-arm Moments."""
-    mc, mt = arms[control], arms[variant]
-    cols = metric.columns
-    cov_cols = tuple(f"pre_{c}" for c in cols)
-    plain_c = stats.metric_estimate(mc, metric.kind, cols)
-    plain_t = stats.metric_estimate(mt, metric.kind, cols)
-    theta, pool = 0.0, 0.0
-    use_cuped = cuped and all(c in mc.names for c in cov_cols)
-    if use_cuped:
-        theta, pool = stats.pooled_theta([mc, mt], metric.kind, cols, cov_cols)
-        use_cuped = theta != 0.0 and np.isfinite(pool)
-    if use_cuped:
-        est_c = stats.metric_estimate(mc, metric.kind, cols, cov_cols, theta, pool)
-        est_t = stats.metric_estimate(mt, metric.kind, cols, cov_cols, theta, pool)
-    else:
-        est_c, est_t, theta = plain_c, plain_t, 0.0
-    abs_test = stats.welch_t_test(est_t, est_c, alpha, relative=False)
-    rel_test = stats.welch_t_test(est_t, est_c, alpha, relative=True)
-    plain_var = plain_t.variance + plain_c.variance
-    vr = 1.0 - (est_t.variance + est_c.variance) / plain_var if use_cuped and plain_var > 0 else 0.0
-    rel_var = rel_test.se**2
-    seq = stats.sequential_test(rel_test.estimate, rel_var, mt.n + mc.n, tuning_n, alpha)
-    bayes = stats.bayes_readout(rel_test.estimate, rel_var, prior_mean, prior_sd, proper_prior, alpha)
-    return Comparison(
-        metric=metric.name,
-        label=metric.label or metric.name,
-        kind=metric.kind,
-        variant=variant,
-        control=control,
-        n_treatment=mt.n,
-        n_control=mc.n,
-        control_value=est_c.value,
-        treatment_value=est_t.value,
-        control_unadjusted=plain_c.value,
-        treatment_unadjusted=plain_t.value,
-        abs_lift=abs_test.estimate,
-        abs_ci=abs_test.ci,
-        abs_p_value=abs_test.p_value,
-        rel_lift=rel_test.estimate,
-        rel_se=rel_test.se,
-        rel_ci=rel_test.ci,
-        p_value=rel_test.p_value,
-        df=rel_test.df,
-        cuped=use_cuped,
-        theta=theta,
-        variance_reduction=vr,
-        seq_p_value=seq.p_value,
-        seq_ci=seq.ci,
-        chance_to_beat_control=bayes.chance_to_beat_control if metric.higher_is_better else 1 - bayes.chance_to_beat_control,
-        expected_loss_treatment=bayes.expected_loss_treatment if metric.higher_is_better else bayes.expected_loss_control,
-        expected_loss_control=bayes.expected_loss_control if metric.higher_is_better else bayes.expected_loss_treatment,
-        posterior_mean=bayes.mean,
-        credible_interval=bayes.credible_interval,
-        higher_is_better=metric.higher_is_better,
-    )
-
-
 def _prepare_units(units: pl.DataFrame, e: Experiment) -> tuple[pl.DataFrame, list[WinsorCaps]]:
     w = e.analysis.winsorize
     if w is None or (w.upper is None and w.lower is None):
@@ -240,8 +119,9 @@ def analyze(
     end: datetime | None = None,
     timeline: bool = True,
     simulation: dict[str, Any] | None = None,
+    attributes: pl.DataFrame | None = None,
 ) -> Readout:
-    """Read out ``experiment`` from the logged events."""
+    """Read out ``experiment`` from the logged events (``attributes``: unit_id + segment columns)."""
     layer, e = config.find(experiment)
     a = e.analysis
     exposures = exposures.lazy() if isinstance(exposures, pl.DataFrame) else exposures
@@ -276,29 +156,36 @@ def analyze(
     metrics = config.metric_defs
     comps: list[Comparison] = []
     truth = (simulation or {}).get("true_relative_lift", {})
-    for mname in e.metrics:
-        mdef = metrics[mname]
+    roles = [(m, "metric", None) for m in e.metrics] + [(g.metric, "guardrail", g.margin) for g in e.guardrails]
+    # an arm without units still gets its comparisons, each "not computable" with the reason
+    empty = stats.Moments(0, MOMENT_COLUMNS, np.zeros(len(MOMENT_COLUMNS)), np.zeros((len(MOMENT_COLUMNS),) * 2))
+    for mname, role, margin in roles:
         for v in names:
-            if v == e.control or v not in arms or e.control not in arms or arms[v].n < 2 or arms[e.control].n < 2:
+            if v == e.control:
                 continue
-            c = compare(
-                arms, mdef, e.control, v, a.alpha, a.cuped and a.pre_period_days > 0, a.sequential.tuning_n,
-                a.bayes.prior_mean, a.bayes.prior_sd, a.bayes.proper,
-            )
+            c = compare({e.control: arms.get(e.control, empty), v: arms.get(v, empty)}, metrics[mname], e.control, v, a)
+            c.role, c.margin = role, margin
             if isinstance(truth.get(v), dict) and mname in truth[v]:
                 c.true_rel_lift = float(truth[v][mname])
             comps.append(c)
-    finite = [i for i, c in enumerate(comps) if np.isfinite(c.p_value)]
-    adjusted = stats.adjust([comps[i].p_value for i in finite], a.correction)
-    for i, p in zip(finite, adjusted):
+    # the primary metric is the pre-registered decision: tested at alpha, its interval and verdict agree.
+    # Secondary metrics form the multiplicity family (Holm/BH); guardrails are non-inferiority checks.
+    family = [i for i, c in enumerate(comps) if c.role == "metric" and c.metric != e.primary_metric]
+    for i, p in zip(family, stats.adjust([comps[i].p_value for i in family], a.correction)):
         comps[i].p_adjusted = float(p)
     for c in comps:
-        c.decision = _decide(c.p_adjusted, c.rel_lift, a.alpha, c.higher_is_better, valid)
-        c.sequential_decision = _decide(c.seq_p_value, c.rel_lift, a.alpha, c.higher_is_better, valid)
+        if c.role == "metric" and c.metric == e.primary_metric:
+            c.p_adjusted = c.p_value
+        c.decision = decide(c, c.p_adjusted if c.role == "metric" else c.p_value, a.alpha, valid)
+        c.sequential_decision = decide(c, c.seq_p_value, a.alpha, valid)
+
+    quants = quantile_readout(outcomes, units, start, end, e.quantiles, e.control, names, a.alpha) if e.quantiles else []
+    cells, het = segment_breakdown(units, e, config, MOMENT_COLUMNS, attributes, valid) if e.segments else ([], [])
 
     points: list[TimelinePoint] = []
+    novelty: list[NoveltyCheck] = []
     if timeline and e.analysis.sequential.enabled:
-        points = _timeline(exposures, outcomes, units, e, config, start, end)
+        points, novelty = daily_timeline(exposures, outcomes, units, e, config, start, end)
 
     return Readout(
         experiment=e.name,
@@ -314,86 +201,18 @@ def analyze(
         valid=valid,
         comparisons=comps,
         timeline=points,
+        novelty=novelty,
+        segments=cells,
+        quantiles=quants,
+        heterogeneity=het,
         winsor_caps=[asdict(c) for c in caps],
         dropped_multi_variant_units=dropped,
         primary_metric=e.primary_metric,
         notes=notes,
         simulation=simulation,
+        verdicts=verdicts(comps, e.primary_metric, valid, a.target_lift),
+        target_lift=a.target_lift,
     )
-
-
-def _timeline(
-    exposures: pl.LazyFrame,
-    outcomes: pl.LazyFrame,
-    units: pl.DataFrame,
-    e: Experiment,
-    config: ExperimentsConfig,
-    start: datetime,
-    end: datetime | None,
-) -> list[TimelinePoint]:
-    """Cumulative relative lift per day: fixed-horizon CI, confidence sequence (running intersection)
-    and always-valid p-value (running minimum), each look using the data up to that day.
-
-    polars computes the (unit, day) increments once; the per-day totals are then running sums
-    in numpy (one pass per day over that day's rows), winsorized and reduced to Moments."""
-    a = e.analysis
-    side = units.select("unit_id", "variant", *[c for c in PRE_COLUMNS if c in units.columns]).with_row_index("__idx")
-    incr = (
-        daily_unit_increments(exposures, outcomes, e.name, start, end, units.select("unit_id", "first_exposure"))
-        .join(side.lazy().select("unit_id", "__idx"), on="unit_id", how="inner")
-        .sort("day")
-        .collect(engine="streaming")
-    )
-    if incr.height == 0:
-        return []
-    n = side.height
-    value_cols = ("requests", "impressions", "clicks", "orders", "gmv")
-    pre_cols = [c for c in PRE_COLUMNS if c in side.columns]
-    pre = side.select(pre_cols).to_numpy().astype(np.float64) if pre_cols else np.zeros((n, 0))
-    vnames = [x.name for x in e.variants]
-    variants = side.get_column("variant").replace_strict({v: i for i, v in enumerate(vnames)}, default=-1, return_dtype=pl.Int32).to_numpy()
-    idx_all = incr.get_column("__idx").to_numpy()
-    inc_all = incr.select(value_cols).to_numpy().astype(np.float64)
-    day_all = incr.get_column("day").to_numpy()
-    bounds = np.searchsorted(day_all, np.arange(int(day_all.max()) + 2))
-    totals = np.zeros((n, len(value_cols)))
-    w = a.winsorize
-    capped = [c for name in (w.columns if w else []) for c in (name, f"pre_{name}")]
-    names = [*value_cols, "converted", *pre_cols]
-    metrics = config.metric_defs
-    running: dict[tuple[str, str], tuple[float, float, float]] = {}
-    out: list[TimelinePoint] = []
-    for day in range(int(day_all.max()) + 1):
-        lo, hi = bounds[day], bounds[day + 1]
-        if hi > lo:
-            for j in range(len(value_cols)):
-                totals[:, j] += np.bincount(idx_all[lo:hi], weights=inc_all[lo:hi, j], minlength=n)
-        seen = totals[:, 0] > 0
-        if not seen.any():
-            continue
-        z = np.column_stack([totals[seen], (totals[seen, 3] > 0).astype(np.float64), pre[seen]])
-        if w is not None and (w.upper is not None or w.lower is not None):
-            for c in capped:
-                if c in names:
-                    k = names.index(c)
-                    z[:, k] = stats.winsorize(z[:, k], w.upper, w.lower, w.nonzero_only)
-        v_seen = variants[seen]
-        arms = {vnames[i]: stats.Moments.from_array(names, z[v_seen == i]) for i in range(len(vnames)) if np.any(v_seen == i)}
-        if e.control not in arms or arms[e.control].n < 2:
-            continue
-        for mname in e.metrics:
-            for v in (x.name for x in e.variants):
-                if v == e.control or v not in arms or arms[v].n < 2:
-                    continue
-                c = compare(arms, metrics[mname], e.control, v, a.alpha, a.cuped and a.pre_period_days > 0,
-                            a.sequential.tuning_n, a.bayes.prior_mean, a.bayes.prior_sd, a.bayes.proper)
-                if not np.isfinite(c.rel_lift):
-                    continue
-                lo_cs, hi_cs, p = running.get((mname, v), (-np.inf, np.inf, 1.0))
-                lo_cs, hi_cs, p = max(lo_cs, c.seq_ci[0]), min(hi_cs, c.seq_ci[1]), min(p, c.seq_p_value)
-                running[(mname, v)] = (lo_cs, hi_cs, p)
-                out.append(TimelinePoint(day, mname, v, c.n_treatment + c.n_control, c.rel_lift, c.rel_ci, (lo_cs, hi_cs), p))
-    return out
 
 
 def readout_from_dir(config: ExperimentsConfig, experiment: str, directory, **kwargs) -> Readout:
@@ -409,4 +228,4 @@ def readout_from_dir(config: ExperimentsConfig, experiment: str, directory, **kw
     return analyze(config, experiment, exposures, outcomes, simulation=simulation, **kwargs)
 
 
-__all__ = ["Comparison", "Readout", "TimelinePoint", "analyze", "compare", "readout_from_dir"]
+__all__ = ["Comparison", "NoveltyCheck", "Readout", "TimelinePoint", "analyze", "compare", "readout_from_dir"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as sps
+from scipy import special
 
 ArrayLike = float | np.ndarray
 
@@ -37,7 +37,7 @@ def gaussian_posterior(estimate: ArrayLike, variance: ArrayLike, prior_mean: flo
 def expected_losses(mu: ArrayLike, sd: ArrayLike) -> tuple[ArrayLike, ArrayLike]:
     """(E[max(0, -X)], E[max(0, X)]) for X ~ N(mu, sd^2)."""
     z = mu / sd
-    pdf, cdf_neg = sps.norm.pdf(z), sps.norm.cdf(-z)
+    pdf, cdf_neg = np.exp(-0.5 * np.square(z)) / np.sqrt(2 * np.pi), special.ndtr(-z)
     loss_t = sd * pdf - mu * cdf_neg
     loss_c = sd * pdf + mu * (1.0 - cdf_neg)
     return loss_t, loss_c
@@ -50,5 +50,5 @@ def bayes_readout(
     mu, var = gaussian_posterior(estimate, variance, prior_mean, prior_sd**2, proper)
     sd = float(np.sqrt(var))
     loss_t, loss_c = expected_losses(mu, sd)
-    lo, hi = sps.norm.ppf([alpha / 2, 1 - alpha / 2], mu, sd)
-    return BayesResult(float(mu), sd, float(sps.norm.sf(0.0, mu, sd)), float(loss_t), float(loss_c), (float(lo), float(hi)))
+    lo, hi = mu + sd * special.ndtri(np.array([alpha / 2, 1 - alpha / 2]))
+    return BayesResult(float(mu), sd, float(special.ndtr(mu / sd)), float(loss_t), float(loss_c), (float(lo), float(hi)))

@@ -4,12 +4,16 @@
     recast abtest assign USER [USER...]                        # which experiments/variants/model a user gets
     recast abtest simulate [--experiment E] [--units N] ...     # SIMULATED events for the demo -> data/abtest/E/
     recast abtest report EXPERIMENT [--data DIR] [--out DIR]    # HTML + JSON readout (--from-kafka: the topics)
+    recast abtest power --mean M --sd S [--lift 0.05]           # users per arm for a lift; --users N: MDE and power
+    recast abtest power --experiment E [--data DIR]             # the same from logged events, per metric (CUPED included)
+    recast abtest holdout --data DIR [--start ISO] [--out DIR]  # everything launched vs the global holdout
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -108,7 +112,7 @@ def cmd_simulate(args: argparse.Namespace, s) -> None:
 
 
 def cmd_report(args: argparse.Namespace, s) -> None:
-    from abtest.analysis import readout_from_dir
+    from abtest.analysis import json_safe, readout_from_dir
     from abtest.report import write_report
 
     cfg = _config(args, s)
@@ -124,20 +128,87 @@ def cmd_report(args: argparse.Namespace, s) -> None:
     else:
         r = readout_from_dir(cfg, args.experiment, data, timeline=not args.no_timeline)
     html_path, json_path = write_report(r, out)
-    _print({
+    _print(json_safe({
         "html": str(html_path), "json": str(json_path), "valid": r.valid, "units": r.units,
         "srm_p_value": r.srm["p_value"], "summary": r.summary, "seconds": round(time.perf_counter() - started, 2),
+        "verdicts": [{"metric": v.metric, "variant": v.variant, "verdict": v.verdict, "headline": v.headline, "mde": v.mde,
+                      "users_more_per_arm": v.users_more_per_arm} for v in r.verdicts],
         "metrics": [
-            {"metric": c.metric, "variant": c.variant, "rel_lift": round(c.rel_lift, 5),
-             "ci": [round(x, 5) for x in c.rel_ci], "p_adjusted": c.p_adjusted, "decision": c.decision}
+            {"metric": c.metric, "variant": c.variant, "role": c.role, "rel_lift": c.rel_lift, "ci": list(c.rel_ci),
+             "p_adjusted": c.p_adjusted if c.role == "metric" else c.p_value, "mde": c.mde, "decision": c.decision,
+             "status": c.status, "reasons": c.reasons}
             for c in r.comparisons
         ],
-    })
+    }))
+
+
+def cmd_power(args: argparse.Namespace, s) -> None:
+    """Users per arm for a relative lift (and the MDE/power at --users), from given moments or logged events."""
+    from abtest import power
+
+    kw = dict(alpha=args.alpha)
+    if args.mean is not None:
+        if args.sd is None or args.sd <= 0 or args.mean == 0 or args.lift == 0:
+            raise SystemExit("--mean needs --sd > 0 (the per-user standard deviation of the metric); mean and --lift must be non-zero")
+        out: dict[str, Any] = {
+            "lift": args.lift, "alpha": args.alpha, "power": args.power, "variance_reduction": args.variance_reduction,
+            "users_per_arm": math.ceil(power.sample_size_per_arm(args.mean, args.sd, args.lift, power=args.power,
+                                                                 variance_reduction=args.variance_reduction, **kw)),
+        }
+        if args.users:
+            out["at_users_per_arm"] = args.users
+            out["mde"] = power.minimum_detectable_effect(args.mean, args.sd, args.users, power=args.power,
+                                                         variance_reduction=args.variance_reduction, **kw)
+            out["power_at_lift"] = power.power_at(args.mean, args.sd, args.lift, args.users, variance_reduction=args.variance_reduction, **kw)
+        _print(out)
+        return
+    if not args.experiment:
+        raise SystemExit("give --mean and --sd, or --experiment (with --data) to plan from logged events")
+    from abtest.analysis import json_safe, readout_from_dir
+
+    cfg = _config(args, s)
+    _, e = cfg.find(args.experiment)
+    e.analysis = e.analysis.model_copy(update={"target_lift": args.lift, "power": args.power, "alpha": args.alpha})
+    data = Path(args.data) if args.data else s.path(s.abtest.data_dir) / args.experiment
+    r = readout_from_dir(cfg, args.experiment, data, timeline=False)
+    _print(json_safe({
+        "experiment": args.experiment, "lift": args.lift, "alpha": args.alpha, "power": args.power, "units": r.units,
+        "metrics": [
+            {"metric": c.metric, "variant": c.variant, "cuped": c.cuped, "variance_reduction": c.variance_reduction,
+             "mde_now": c.mde, "users_needed_per_arm": round(c.users_needed_per_arm) if math.isfinite(c.users_needed_per_arm) else None,
+             "users_more_per_arm": c.users_more_per_arm}
+            for c in r.comparisons
+        ],
+    }))
+
+
+def cmd_holdout(args: argparse.Namespace, s) -> None:
+    from datetime import datetime
+
+    from abtest.analysis import json_safe
+    from abtest.events import scan_events
+    from abtest.holdout import NAME, analyze_holdout
+    from abtest.report import write_report
+
+    cfg = _config(args, s)
+    data = Path(args.data)
+    sim_path = data / "simulation.json"
+    simulation = json.loads(sim_path.read_text()) if sim_path.exists() else None
+    start = datetime.fromisoformat(args.start) if args.start else None
+    if start is None and simulation and simulation.get("start"):
+        start = datetime.fromisoformat(simulation["start"])
+    exposures, outcomes = scan_events(data)
+    r = analyze_holdout(cfg, exposures, outcomes, start=start, timeline=not args.no_timeline,
+                        simulation={"simulated": True, "label": simulation["label"]} if simulation else None)
+    html_path, json_path = write_report(r, Path(args.out) if args.out else s.path(s.abtest.reports_dir) / NAME)
+    _print(json_safe({"html": str(html_path), "json": str(json_path), "valid": r.valid, "units": r.units, "summary": r.summary,
+                      "metrics": [{"metric": c.metric, "rel_lift": c.rel_lift, "ci": list(c.rel_ci), "decision": c.decision}
+                                  for c in r.comparisons]}))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add this area's subcommands; commands import their modules lazily."""
-    p = subparsers.add_parser("abtest", help="A/B experiments: validate config, assign, simulate, report",
+    p = subparsers.add_parser("abtest", help="A/B experiments: validate config, assign, simulate, report, power, holdout",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="abtest_command", required=True, metavar="ACTION")
 
@@ -185,3 +256,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--no-timeline", action="store_true", help="skip the cumulative-lift-over-time section")
     r.add_argument("--from-kafka", action="store_true", help="read exposures/outcomes from the Kafka topics instead of --data")
     r.set_defaults(func=cmd_report)
+
+    pw = sub.add_parser("power", help="power / minimum detectable effect: users per arm for a relative lift",
+                        description="Users per arm to detect a relative --lift with the readout's test (Welch, two-sided), "
+                                    "from a metric's mean and per-user sd, or per metric from an experiment's logged events "
+                                    "(CUPED variance reduction included). --users N adds the MDE and the power at N users per arm.")
+    common(pw)
+    pw.add_argument("--lift", type=float, default=0.05, help="relative effect to detect (0.05 = +-5%%)")
+    pw.add_argument("--alpha", type=float, default=0.05)
+    pw.add_argument("--power", type=float, default=0.8)
+    pw.add_argument("--mean", type=float, help="control mean of the metric (per user)")
+    pw.add_argument("--sd", type=float, help="per-user standard deviation of the metric")
+    pw.add_argument("--variance-reduction", type=float, default=0.0, help="CUPED variance reduction to assume (0..1)")
+    pw.add_argument("--users", type=int, help="users per arm: also print the MDE and the power there")
+    pw.add_argument("--experiment", help="plan from this experiment's logged events instead of --mean/--sd")
+    pw.add_argument("--data", help="events folder (default: settings.abtest.data_dir/EXPERIMENT)")
+    pw.set_defaults(func=cmd_power)
+
+    h = sub.add_parser("holdout", help="readout of everything launched against the global holdout (cumulative impact)")
+    common(h)
+    h.add_argument("--data", required=True, help="events folder with all logged requests (holdout users included)")
+    h.add_argument("--start", help="start of the readout window (ISO time; default: the simulation's start or the first request)")
+    h.add_argument("--out", help="report folder (default: settings.abtest.reports_dir/global_holdout)")
+    h.add_argument("--no-timeline", action="store_true")
+    h.set_defaults(func=cmd_holdout)

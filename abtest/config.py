@@ -99,8 +99,11 @@ class Winsorize(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     columns: list[str] = Field(default_factory=lambda: ["gmv"])
-    upper: float | None = Field(0.999, gt=0, le=1)
-    """Upper percentile (as a fraction) at which per-unit values are capped."""
+    upper: float | None = Field(0.995, gt=0, le=1)
+    """Upper percentile (as a fraction) at which per-unit values are capped. 0.995 of the non-zero
+    values: on log-normal GMV (log-sd 2, buy rate 0.1) the A/A false-positive rate at 1,000 users per
+    arm is 3.5% (2.0% without capping, 2.85% at 0.999, which is ~the largest of a few hundred buyers and
+    caps almost nothing); 4.4-4.7% at 10,000 (benchmarks/abtest_validity.py)."""
     lower: float | None = Field(None, ge=0, lt=1)
     nonzero_only: bool = True
     """Compute the percentiles on the non-zero values only (GMV is mostly zero)."""
@@ -124,11 +127,33 @@ class Bayes(BaseModel):
     proper: bool = True
 
 
+class Guardrail(BaseModel):
+    """A "do no harm" metric: the treatment may not be worse than ``margin`` (relative) on it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str
+    margin: float = Field(0.02, gt=0, lt=1)
+    """Non-inferiority margin as a relative change: 0.02 = at most 2% worse."""
+
+
 class Analysis(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     alpha: float = Field(0.05, gt=0, lt=0.5)
+    power: float = Field(0.8, gt=0.5, lt=1)
+    """Power for the minimum detectable effect and the users-still-needed estimate."""
+    target_lift: float = Field(0.05, gt=0, lt=10)
+    """The relative effect the experiment should be able to detect (the "+-x%" of the verdict)."""
+    min_units_per_arm: int = Field(100, ge=2)
+    min_nonzero_per_arm: int = Field(30, ge=0)
+    """Minimum-sample rule: no decision before every arm has this many units and this many units with
+    a non-zero numerator (buyers for GMV, clickers for CTR); below it the normal approximation of a
+    heavy-tailed mean is not trustworthy."""
     cuped: bool = True
+    cuped_relative: Literal["gbstats", "ratio"] = "gbstats"
+    """Relative lift with CUPED: ``gbstats`` = (adj_T - adj_C) / plain_C (GrowthBook's definition),
+    ``ratio`` = adj_T / adj_C - 1. Both estimate the same lift; the decision does not depend on it."""
     pre_period_days: int = Field(7, ge=0)
     winsorize: Winsorize | None = Field(default_factory=Winsorize)
     correction: Literal["holm", "bh", "none"] = "holm"
@@ -150,11 +175,24 @@ class Experiment(BaseModel):
     """Name of the control variant; defaults to the first one."""
     metrics: list[str] = Field(default_factory=lambda: ["ctr", "gmv_per_user", "conversion", "aov"])
     primary_metric: str | None = None
+    guardrails: list[Guardrail] = Field(default_factory=list)
+    quantiles: list[float] = Field(default_factory=list)
+    """Order-value quantiles to read out (e.g. [0.5, 0.9]: median and p90 order value; abtest/quantiles.py)."""
+    segments: list[str] = Field(default_factory=list)
+    """Dimensions to break the lifts down by (abtest/segments.py: built-in pre-period dimensions or
+    columns of the unit attributes)."""
     start: datetime | None = None
     end: datetime | None = None
     enabled: bool = True
     analysis: Analysis = Field(default_factory=Analysis)
     description: str = ""
+
+    @field_validator("quantiles")
+    @classmethod
+    def _quantiles(cls, v: list[float]) -> list[float]:
+        if any(not 0 < q < 1 for q in v):
+            raise ValueError(f"quantiles must lie strictly between 0 and 1, got {v}")
+        return v
 
     @field_validator("buckets")
     @classmethod
@@ -278,7 +316,7 @@ class ExperimentsConfig(BaseModel):
         known = {**BUILTIN_METRICS, **{m.name: m for m in self.metrics}}
         for layer in self.layers:
             for e in layer.experiments:
-                missing = [m for m in e.metrics if m not in known]
+                missing = [m for m in [*e.metrics, *(g.metric for g in e.guardrails)] if m not in known]
                 if missing:
                     raise ValueError(f"experiment {e.name!r}: unknown metrics {missing} (known: {sorted(known)})")
         return self

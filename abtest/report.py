@@ -19,24 +19,48 @@ import math
 from pathlib import Path
 from typing import Iterable
 
-from abtest.analysis import Comparison, Readout, TimelinePoint
+from abtest.analysis import Readout, TimelinePoint
+from abtest.comparison import Comparison
 
 CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#1d2330;max-width:1200px}
-h1{font-size:22px;margin-bottom:4px} h2{font-size:17px;margin-top:28px;border-bottom:1px solid #dde;padding-bottom:4px}
+*{box-sizing:border-box}
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:16px;color:#1d2330;max-width:1240px}
+h1{font-size:22px;margin-bottom:4px} h2{font-size:17px;margin-top:26px;border-bottom:1px solid #dde;padding-bottom:4px}
 .meta{color:#667;font-size:13px}
 .banner{padding:10px 14px;border-radius:6px;margin:12px 0;font-weight:600}
 .sim{background:#fff7d6;border:1px solid #e5c84a;color:#5a4700}
 .srm{background:#fde2e1;border:1px solid #d9534f;color:#7a1c19}
-.ok{background:#e5f5e8;border:1px solid #5cb85c;color:#1d5a23}
-table{border-collapse:collapse;font-size:12.5px;width:100%}
-th,td{padding:5px 7px;border-bottom:1px solid #e6e8ef;text-align:right;white-space:nowrap}
-th{background:#f4f5f9;position:sticky;top:0} td.l,th.l{text-align:left}
+.verdicts{margin:14px 0;padding:0;list-style:none}
+.verdicts li{padding:10px 14px;border-radius:6px;margin:6px 0;font-size:15px;border:1px solid}
+.v-ship{background:#e5f5e8;border-color:#5cb85c;color:#1d5a23}
+.v-dont{background:#fde2e1;border-color:#d9534f;color:#7a1c19}
+.v-keep{background:#eef2ff;border-color:#5c7cfa;color:#1f2f7a}
+.v-invalid,.v-none{background:#f1f1f1;border-color:#999;color:#333}
+.check{font-size:13px;color:#445;margin:4px 0}
+table{border-collapse:collapse;font-size:12.5px;width:100%;table-layout:auto}
+th,td{padding:5px 6px;border-bottom:1px solid #e6e8ef;text-align:right;vertical-align:top}
+th{background:#f4f5f9;cursor:help} td.l,th.l{text-align:left} td.n{white-space:nowrap}
 .pos{color:#1d7a2d;font-weight:600}.neg{color:#b3261e;font-weight:600}.inc{color:#666}.inv{color:#b3261e}
-.small{font-size:12px;color:#556} svg{background:#fff}
+.small{font-size:12px;color:#556} svg{background:#fff;max-width:100%;height:auto}
 .grid{display:flex;flex-wrap:wrap;gap:12px}
+dl.legend{display:grid;grid-template-columns:max-content 1fr;gap:2px 12px;font-size:12px;color:#445}
+dl.legend dt{font-weight:600} dl.legend dd{margin:0}
+details{margin-top:10px} summary{cursor:pointer;font-size:13px;color:#334}
 """
 
+LEGEND = {
+    "control / treatment": "Metric value per arm. With CUPED these are adjusted for each user's pre-period behaviour (less noise, same expected value); the raw value is shown on hover.",
+    "lift [95% CI]": "Relative change of treatment vs control with its 95% interval (Fieller). It contains 0 exactly when the test is not significant, and never goes below -100%.",
+    "raw lift": "The same lift without the CUPED adjustment (plain means), for comparison.",
+    "p (adj.)": "Welch t-test of the absolute difference. Secondary metrics are adjusted for testing several of them (Holm or Benjamini-Hochberg); the primary metric, the pre-registered decision, is not. Below alpha = significant.",
+    "detectable now": "Minimum detectable effect: the smallest relative change this sample detects with 80% power. Effects smaller than this are invisible so far.",
+    "decision": "significant improvement / regression, inconclusive, not enough data (minimum sample not reached), not computable (reason given), invalid (SRM).",
+    "always-valid p / CI": "Sequential test (mSPRT on the absolute difference): stays valid however often the readout is looked at, at the price of wider intervals.",
+    "chance to beat": "Bayesian probability that the treatment is better (Gaussian prior on the relative lift).",
+    "risk": "Expected loss of shipping the treatment if it is in fact worse (relative).",
+    "CUPED": "Variance removed by the pre-period covariate (CUPED); 'off' when it could not be used (reason listed).",
+    "guardrail": "Do-no-harm metric: non-inferior when the interval's bad side stays within the margin; harm when it is significantly worse.",
+}
 
 def _pct(x: float | None, digits: int = 2) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{x * 100:+.{digits}f}%"
@@ -142,18 +166,118 @@ def timeline_svg(points: list[TimelinePoint], title: str, width: int = 560, heig
     for k in (0, 1):
         parts.append("<polyline fill='none' stroke='#3b5bdb' stroke-dasharray='4,3' points='" + " ".join(f"{x(d):.1f},{y(p.ci[k]):.1f}" for d, p in zip(days, pts)) + "'/>")
     parts.append("<polyline fill='none' stroke='#1d2330' stroke-width='2' points='" + " ".join(f"{x(d):.1f},{y(p.rel_lift):.1f}" for d, p in zip(days, pts)) + "'/>")
+    for d, p in zip(days, pts):  # that day's lift alone (clipped to the view)
+        if math.isfinite(p.daily_rel_lift):
+            parts.append(f"<circle cx='{x(d):.1f}' cy='{y(p.daily_rel_lift):.1f}' r='3' fill='#e8590c' fill-opacity='0.8'>"
+                         f"<title>day {d}: {_pct(p.daily_rel_lift)} {_ci(p.daily_ci)} (that day only)</title></circle>")
     parts.append(f"<line x1='{left}' x2='{width - right}' y1='{y(0):.1f}' y2='{y(0):.1f}' stroke='#333' stroke-dasharray='2,2'/>")
     parts.append("</svg>")
     return "".join(parts)
 
 
 def _decision_class(d: str) -> str:
-    return {"significant improvement": "pos", "significant regression": "neg"}.get(d, "inv" if d.startswith("invalid") else "inc")
+    return {"significant improvement": "pos", "non-inferior": "pos", "significant regression": "neg", "harm": "neg"}.get(
+        d, "inv" if d.startswith("invalid") else "inc")
+
+
+VERDICT_CLASS = {"ship": "v-ship", "don't ship": "v-dont", "keep running": "v-keep", "invalid": "v-invalid", "no verdict": "v-none"}
+
+
+def _ci(ci: tuple[float, float]) -> str:
+    hi = _pct(ci[1]) if math.isfinite(ci[1]) or not math.isfinite(ci[0]) else "+\u221e"
+    return f"[{_pct(ci[0])}, {hi}]"
+
+
+def _mde(x: float) -> str:
+    return f"\u00b1{x * 100:.1f}%" if math.isfinite(x) else "n/a"
+
+
+def _th(label: str, key: str | None = None, cls: str = "") -> str:
+    tip = html.escape(LEGEND.get(key or label, ""), quote=True)
+    return f"<th class='{cls}' title='{tip}'>{html.escape(label)}</th>"
+
+
+def _value(c: Comparison, adjusted: float, raw: float) -> str:
+    tip = f" title='raw (unadjusted): {_num(raw)}'" if c.cuped else ""
+    return f"<td class='n'{tip}>{_num(adjusted)}</td>"
+
+
+def _metric_table(rows: list[Comparison]) -> str:
+    out = ["<table><tr>", _th("metric", "", "l"), _th("control / treatment"), _th("lift [95% CI]"), _th("raw lift"),
+           _th("p (adj.)"), _th("detectable now"), _th("decision", cls="l"), "</tr>"]
+    for c in rows:
+        raw = f"{_pct(c.raw_rel_lift)} {_ci(c.raw_rel_ci)}" if c.cuped else "same (no CUPED)"
+        p = c.p_adjusted if c.role == "metric" else c.p_value
+        out.append(
+            f"<tr><td class='l' title='{html.escape(c.label, quote=True)}'>{html.escape(c.metric)} \u00b7 {html.escape(c.variant)}"
+            f"{' (guardrail, margin ' + format(c.margin or 0, '.0%') + ')' if c.role == 'guardrail' else ''}</td>"
+            f"<td class='n' title='raw: {_num(c.control_unadjusted)} / {_num(c.treatment_unadjusted)}; units {c.n_control:,} / {c.n_treatment:,}'>"
+            f"{_num(c.control_value)} / {_num(c.treatment_value)}</td>"
+            f"<td class='n'>{_pct(c.rel_lift)} {_ci(c.rel_ci)}</td><td class='n'>{raw}</td><td class='n'>{_p(p)}</td>"
+            f"<td class='n'>{_mde(c.mde)}</td>"
+            f"<td class='l {_decision_class(c.decision)}'>{html.escape(c.decision)}</td></tr>"
+        )
+    out.append("</table>")
+    return "".join(out)
+
+
+def _details_table(rows: list[Comparison]) -> str:
+    out = ["<table><tr>", _th("metric", "", "l"), _th("units C / T", ""), _th("abs. lift [95% CI]", "p (adj.)"), _th("p raw", "p (adj.)"),
+           _th("always-valid p", "always-valid p / CI"), _th("always-valid CI", "always-valid p / CI"), _th("chance to beat"),
+           _th("risk"), _th("CUPED"), "</tr>"]
+    for c in rows:
+        out.append(
+            f"<tr><td class='l'>{html.escape(c.metric)} \u00b7 {html.escape(c.variant)}</td><td class='n'>{c.n_control:,} / {c.n_treatment:,}</td>"
+            f"<td class='n'>{_num(c.abs_lift, 3)} [{_num(c.abs_ci[0], 3)}, {_num(c.abs_ci[1], 3)}]</td><td class='n'>{_p(c.p_value)}</td>"
+            f"<td class='n'>{_p(c.seq_p_value)}</td><td class='n'>{_ci(c.seq_ci)}</td>"
+            f"<td class='n'>{_pct(c.chance_to_beat_control, 1).lstrip('+') if math.isfinite(c.chance_to_beat_control) else 'n/a'}</td>"
+            f"<td class='n'>{_pct(c.expected_loss_treatment, 3).lstrip('+')}</td>"
+            f"<td class='n'>{'-' + format(c.variance_reduction, '.0%') if c.cuped else 'off'}</td></tr>"
+        )
+    out.append("</table>")
+    return "".join(out)
+
+
+def _quantile_table(r: Readout) -> str:
+    e = html.escape
+    out = ["<table><tr>" + _th("quantile", "", "l") + _th("orders C / T", "") + _th("control / treatment") + _th("lift [95% CI]")
+           + "<th title='z-test of the difference, standard errors from the clustered (per-user) interval of each quantile'>p</th>"
+           + _th("decision", cls="l") + "</tr>"]
+    for q in r.quantiles:
+        decision = "invalid (SRM)" if not r.valid else q.status if q.status != "ok" else (
+            "inconclusive" if not q.p_value < r.alpha else "higher" if q.abs_lift > 0 else "lower")
+        out.append(f"<tr><td class='l' title='{e(q.reason)}'>{e(q.name)} \u00b7 {e(q.variant)}</td><td class='n'>{q.n_orders[0]:,} / {q.n_orders[1]:,}</td>"
+                   f"<td class='n'>{_num(q.control_value)} / {_num(q.treatment_value)}</td><td class='n'>{_pct(q.rel_lift)} {_ci(q.rel_ci)}</td>"
+                   f"<td class='n'>{_p(q.p_value)}</td><td class='l'>{e(decision)}</td></tr>")
+    out.append("</table><p class='small'>Quantiles of the order values; intervals account for users ordering more than once "
+               "(delta method on the share of orders below the quantile, Deng et al. 2018).</p>")
+    return "".join(out)
+
+
+def _segment_table(r: Readout) -> str:
+    e = html.escape
+    out = []
+    for h in r.heterogeneity:
+        if h.differs:
+            out.append(f"<p class='small'>\u26a0 The {e(h.metric)} lift differs across {e(h.dimension)} (Cochran's Q = {h.q:.1f}, "
+                       f"Holm-adjusted p = {_p(h.p_adjusted)}): read the segments below.</p>")
+    if not any(h.differs for h in r.heterogeneity):
+        out.append("<p class='small'>No dimension shows a lift that differs between its segments (Cochran's Q, Holm-adjusted); "
+                   "differences between segment rows below are within noise.</p>")
+    out.append("<table><tr>" + _th("segment", "", "l") + _th("metric", "", "l") + _th("units C / T", "") + _th("lift [95% CI]")
+               + "<th title='Benjamini-Hochberg over all segment cells'>p (BH)</th>" + _th("decision", cls="l") + "</tr>")
+    for c in r.segments:
+        out.append(f"<tr><td class='l'>{e(c.segment or '')}</td><td class='l'>{e(c.metric)} \u00b7 {e(c.variant)}</td>"
+                   f"<td class='n'>{c.n_control:,} / {c.n_treatment:,}</td><td class='n'>{_pct(c.rel_lift)} {_ci(c.rel_ci)}</td>"
+                   f"<td class='n'>{_p(c.p_adjusted)}</td><td class='l {_decision_class(c.decision)}'>{e(c.decision)}</td></tr>")
+    out.append("</table>")
+    return "".join(out)
 
 
 def render_html(r: Readout) -> str:
     e = html.escape
-    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>A/B readout: {e(r.experiment)}</title><style>{CSS}</style></head><body>"]
+    out = [f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
+           f"<title>A/B readout: {e(r.experiment)}</title><style>{CSS}</style></head><body>"]
     out.append(f"<h1>A/B readout: {e(r.experiment)}</h1>")
     out.append(f"<div class='meta'>layer {e(r.layer)} \u00b7 window {e(str(r.window[0]))} \u2192 {e(str(r.window[1] or 'now'))} \u00b7 "
                f"\u03b1 = {r.alpha} \u00b7 correction: {e(r.correction)} \u00b7 generated {e(r.generated_at)}</div>")
@@ -166,33 +290,44 @@ def render_html(r: Readout) -> str:
             f"{[round(v, 1) for v in srm['expected']]} (\u03c7\u00b2 = {srm['chi2']:.2f}, p = {srm['p_value']:.2e} &lt; {srm['threshold']}). "
             "The assignment or the logging is broken; this readout is INVALID and no decision should be taken from it.</div>"
         )
-    else:
-        out.append(f"<div class='banner ok'>Sample ratio check passed: units {dict(r.units)} (\u03c7\u00b2 p = {srm['p_value']:.3f}). {e(r.summary)}</div>")
+    out.append("<ul class='verdicts'>")
+    for v in r.verdicts:
+        out.append(f"<li class='{VERDICT_CLASS.get(v.verdict, 'v-none')}'>{e(v.headline)}</li>")
+    if not r.verdicts:
+        out.append("<li class='v-none'>No primary metric comparison.</li>")
+    out.append("</ul>")
+    if r.valid:
+        out.append(f"<p class='check'>Sample ratio check passed: units {e(str(dict(r.units)))} (\u03c7\u00b2 p = {srm['p_value']:.3f}).</p>")
     for n in r.notes:
         out.append(f"<p class='small'>\u26a0 {e(n)}</p>")
 
-    out.append("<h2>Metrics</h2><table><tr><th class='l'>metric</th><th class='l'>variant</th><th>units (C/T)</th><th>control</th><th>treatment</th>"
-               "<th>abs. lift [CI]</th><th>rel. lift [CI]</th><th>p</th><th>p adj.</th><th>seq. p</th><th>seq. CI</th>"
-               "<th>P(beat ctrl)</th><th>exp. loss</th><th>CUPED \u0394var</th><th class='l'>decision</th></tr>")
-    for c in r.comparisons:
-        out.append(
-            f"<tr><td class='l' title='{e(c.label)}'>{e(c.metric)}</td><td class='l'>{e(c.variant)}</td><td>{c.n_control:,}/{c.n_treatment:,}</td>"
-            f"<td>{_num(c.control_value)}</td><td>{_num(c.treatment_value)}</td>"
-            f"<td>{_num(c.abs_lift, 3)} [{_num(c.abs_ci[0], 3)}, {_num(c.abs_ci[1], 3)}]</td>"
-            f"<td>{_pct(c.rel_lift)} [{_pct(c.rel_ci[0])}, {_pct(c.rel_ci[1])}]</td>"
-            f"<td>{_p(c.p_value)}</td><td>{_p(c.p_adjusted)}</td><td>{_p(c.seq_p_value)}</td>"
-            f"<td>[{_pct(c.seq_ci[0])}, {_pct(c.seq_ci[1])}]</td><td>{c.chance_to_beat_control:.1%}</td>"
-            f"<td>{_pct(c.expected_loss_treatment, 3)}</td><td>{'-' + format(c.variance_reduction, '.0%') if c.cuped else 'off'}</td>"
-            f"<td class='l {_decision_class(c.decision)}'>{e(c.decision)}</td></tr>"
-        )
-    out.append("</table>")
-    out.append("<p class='small'>Values of CUPED metrics are adjusted (pre-period covariate, \u03b8 pooled across arms). Ratio metrics (CTR, AOV) use the delta method; "
-               "relative lifts use the delta-method variance; p from Welch's t-test on the relative lift, adjusted across all metric \u00d7 variant comparisons; "
-               "seq. p / seq. CI: normal-mixture mSPRT, valid under continuous monitoring; P(beat ctrl) and expected loss (relative) from a Gaussian prior on the relative lift.</p>")
-    out.append("<h2>Forest plot</h2>" + forest_svg(r.comparisons))
+    metrics = [c for c in r.comparisons if c.role == "metric"]
+    guards = [c for c in r.comparisons if c.role == "guardrail"]
+    out.append("<h2>Metrics</h2>" + _metric_table(metrics))
+    if guards:
+        out.append("<h2>Guardrails</h2>" + _metric_table(guards))
+    if r.quantiles:
+        out.append("<h2>Order-value quantiles</h2>" + _quantile_table(r))
+    if r.segments:
+        out.append("<h2>Segments</h2>" + _segment_table(r))
+    reasons = [(c, x) for c in r.comparisons for x in c.reasons]
+    if reasons:
+        out.append("<ul class='small'>" + "".join(f"<li>{e(c.metric)} \u00b7 {e(c.variant)}: {e(x)}</li>" for c, x in reasons) + "</ul>")
+    out.append("<details><summary>More statistics (absolute lift, sequential test, Bayesian readout, CUPED)</summary>"
+               + _details_table(r.comparisons) + "</details>")
+    out.append("<h3 class='small'>What the columns mean</h3><dl class='legend'>"
+               + "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in LEGEND.items()) + "</dl>")
+    out.append("<h2>Forest plot</h2>" + forest_svg(metrics))
     if r.timeline:
-        out.append("<h2>Cumulative lift over time</h2><p class='small'>Line: cumulative relative lift; dashed: fixed-horizon 95% CI at that look (not valid under peeking); "
-                   "band: always-valid confidence sequence (running intersection).</p><div class='grid'>")
+        out.append("<h2>Lift over time</h2><p class='small'>Line: cumulative relative lift; dashed: fixed-horizon 95% CI at that look (not valid under peeking); "
+                   "band: always-valid confidence sequence (running intersection); orange dots: the lift on that day's activity alone.</p>")
+        for nv in r.novelty:
+            verdict = e(nv.note) if nv.changed else (f"{e(nv.metric)} \u00b7 {e(nv.variant)}: no change of the effect between days "
+                                                    f"{nv.early_days[0]}-{nv.early_days[1]} ({_pct(nv.early_lift)}) and "
+                                                    f"{nv.late_days[0]}-{nv.late_days[1]} ({_pct(nv.late_lift)}), p = {_p(nv.change_p_value)}")
+            label = "\u26a0 novelty check: " if nv.changed else "Novelty check: "
+            out.append(f"<p class='small'>{label}{verdict}</p>")
+        out.append("<div class='grid'>")
         order = {c.metric: i for i, c in reversed(list(enumerate(r.comparisons)))}
         keys = sorted({(p.metric, p.variant) for p in r.timeline}, key=lambda k: (order.get(k[0], len(order)), k[1]))
         for m, v in keys:

@@ -19,8 +19,8 @@ Conventions
   both arms pooled (as GrowthBook/Eppo do). For ratio metrics Y and X are the
   linearised (influence-function) ratios, so the same formula applies.
 
-This module holds the fixed-horizon side (moments, delta method, CUPED, Welch tests,
-sample size, SRM, winsorization). The readouts that build on it live in their own
+This module holds the fixed-horizon side (moments, delta method, CUPED, Welch tests, Fieller,
+SRM, winsorization); power and sample size live in abtest/power.py. The readouts that build on it live in their own
 modules and are re-exported here, so ``abtest.stats`` stays the one import path:
 abtest/sequential.py (mSPRT), abtest/multiple_testing.py (Holm, BH) and
 abtest/bayes.py (Bayesian readout).
@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
+from scipy import special
 from scipy import stats as sps
 
 from abtest.bayes import BayesResult, bayes_readout, expected_losses, gaussian_posterior  # noqa: F401  (re-exported)
@@ -61,15 +62,21 @@ class Moments:
     names: tuple[str, ...]
     mean: np.ndarray
     cov: np.ndarray
+    nonzero: np.ndarray | None = None
+    """Units with a non-zero value per column (buyers for gmv, clickers for clicks): the
+    minimum-sample rule counts them, since a heavy-tailed mean is driven by its few non-zero units."""
 
     @classmethod
-    def from_sums(cls, n: int, names: Sequence[str], sums: np.ndarray, cross: np.ndarray) -> "Moments":
+    def from_sums(
+        cls, n: int, names: Sequence[str], sums: np.ndarray, cross: np.ndarray, nonzero: np.ndarray | None = None
+    ) -> "Moments":
         """From ``sums[i] = sum_u z_ui`` and ``cross[i, j] = sum_u z_ui z_uj``."""
         sums = np.asarray(sums, dtype=np.float64)
         cross = np.asarray(cross, dtype=np.float64)
         mean = sums / n if n else np.zeros_like(sums)
         cov = (cross - np.outer(sums, sums) / n) / (n - 1) if n > 1 else np.zeros_like(cross)
-        return cls(int(n), tuple(names), mean, cov)
+        nz = None if nonzero is None else np.asarray(nonzero, dtype=np.int64)
+        return cls(int(n), tuple(names), mean, cov, nz)
 
     @classmethod
     def from_array(cls, names: Sequence[str], z: np.ndarray) -> "Moments":
@@ -81,13 +88,17 @@ class Moments:
         mean = z.mean(axis=0) if n else np.zeros(z.shape[1])
         zc = z - mean
         cov = zc.T @ zc / (n - 1) if n > 1 else np.zeros((z.shape[1], z.shape[1]))
-        return cls(n, tuple(names), mean, cov)
+        return cls(n, tuple(names), mean, cov, np.count_nonzero(z, axis=0))
 
     def index(self, name: str) -> int:
         try:
             return self.names.index(name)
         except ValueError:
             raise KeyError(f"no column {name!r} in the per-unit statistics ({list(self.names)})") from None
+
+    def count_nonzero(self, name: str) -> int:
+        """Units with a non-zero value of ``name`` (n when unknown: the rule then counts units)."""
+        return self.n if self.nonzero is None else int(self.nonzero[self.index(name)])
 
     def var(self, name: str) -> float:
         i = self.index(name)
@@ -104,7 +115,8 @@ class Moments:
         """The moments of the union of the arms (one pooled mean, as in GrowthBook's joint statistic)."""
         names = parts[0].names
         n = sum(p.n for p in parts)
-        return Moments.from_sums(n, names, sum(p.sums() for p in parts), sum(p.cross() for p in parts))
+        nz = None if any(p.nonzero is None for p in parts) else sum(p.nonzero for p in parts)
+        return Moments.from_sums(n, names, sum(p.sums() for p in parts), sum(p.cross() for p in parts), nz)
 
 
 def sample_variance(n: ArrayLike, total: ArrayLike, sum_squares: ArrayLike) -> ArrayLike:
@@ -184,6 +196,22 @@ def metric_estimate(
     return Estimate(y - theta * (x - covariate_pool), float(g @ m.cov @ g / m.n), m.n, y)
 
 
+def adjusted_plain_covariance(
+    m: Moments, kind: str, cols: Sequence[str], covariate_cols: Sequence[str] | None, theta: float
+) -> float:
+    """Covariance of one arm's CUPED-adjusted estimate with its plain estimate, ``(g_y - theta g_x)' Sigma g_y / n``.
+
+    GrowthBook's CUPED relative lift divides the adjusted difference by the *plain* control mean;
+    its interval needs this covariance between numerator and denominator."""
+    if m.n < 2:
+        return 0.0
+    _, gy = _linear(m, kind, cols)
+    g = gy
+    if covariate_cols is not None and theta != 0.0:
+        g = gy - theta * _linear(m, kind, covariate_cols)[1]
+    return float(g @ m.cov @ gy / m.n)
+
+
 def pooled_theta(arms: Sequence[Moments], kind: str, cols: Sequence[str], covariate_cols: Sequence[str]) -> tuple[float, float]:
     """CUPED theta pooled over the arms, and the pooled covariate value.
 
@@ -216,9 +244,41 @@ def relative_lift(mean_t: ArrayLike, v_t: ArrayLike, mean_c: ArrayLike, v_c: Arr
     return mean_t / mean_c - 1.0, v_t / c2 + np.square(mean_t) * v_c / (c2 * c2)
 
 
+def fieller_interval(
+    a: ArrayLike, b: ArrayLike, v_a: ArrayLike, v_b: ArrayLike, cov_ab: ArrayLike, crit: ArrayLike
+) -> tuple[ArrayLike, ArrayLike]:
+    """Fieller's interval for the ratio ``a / b`` of two (possibly correlated) normal estimates.
+
+    The set ``{r : (a - r b)^2 <= crit^2 (v_a - 2 r cov_ab + r^2 v_b)}``. Why Fieller and not the
+    delta method: the set contains r = 1 exactly when the absolute-scale test of ``a - b`` does not
+    reject at the same critical value, so the relative interval and the decision never disagree,
+    and it stays honest when ``b`` is noisy (it widens, up to unbounded, instead of pretending to be
+    symmetric). Returns ``(-inf, inf)`` where ``b`` is not distinguishable from 0 at ``crit`` (the
+    set is then unbounded: no finite relative interval exists).
+    """
+    k2 = np.square(crit)
+    qa = np.square(b) - k2 * v_b
+    qb = a * b - k2 * cov_ab
+    qc = np.square(a) - k2 * v_a
+    if all(np.ndim(x) == 0 for x in (qa, qb, qc)):  # one comparison: plain floats (the readout's hot path)
+        if not qa > 0:
+            return -np.inf, np.inf
+        root = float(np.sqrt(max(qb * qb - qa * qc, 0.0)))
+        return float((qb - root) / qa), float((qb + root) / qa)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        root = np.sqrt(np.maximum(np.square(qb) - qa * qc, 0.0))
+        bounded = qa > 0
+        lo = np.where(bounded, (qb - root) / np.where(bounded, qa, 1.0), -np.inf)
+        hi = np.where(bounded, (qb + root) / np.where(bounded, qa, 1.0), np.inf)
+    return lo, hi
+
+
 def welch_df(v_t: ArrayLike, n_t: ArrayLike, v_c: ArrayLike, n_c: ArrayLike) -> ArrayLike:
-    """Welch-Satterthwaite degrees of freedom from the estimator variances v = s^2 / n."""
-    return np.square(v_t + v_c) / (np.square(v_t) / (n_t - 1) + np.square(v_c) / (n_c - 1))
+    """Welch-Satterthwaite degrees of freedom from the estimator variances v = s^2 / n
+    (inf, i.e. a z-test, where both variances are 0 and the formula is 0/0)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        df = np.square(v_t + v_c) / (np.square(v_t) / (n_t - 1) + np.square(v_c) / (n_c - 1))
+    return np.where(np.isfinite(df), df, np.inf) if np.ndim(df) else (float(df) if np.isfinite(df) else np.inf)
 
 
 @dataclass(frozen=True)
@@ -231,6 +291,14 @@ class TestResult:
     df: float
 
 
+def critical_value(df: ArrayLike, alpha: float = 0.05) -> ArrayLike:
+    """Two-sided critical value of Student's t with ``df`` degrees of freedom (normal for inf)."""
+    df_arr = np.asarray(df, dtype=np.float64)
+    # scipy.special ufuncs: the same functions as scipy.stats' t and norm, ~100x less overhead per call
+    out = np.where(np.isinf(df_arr), special.ndtri(1 - alpha / 2), special.stdtrit(np.where(np.isinf(df_arr), 1.0, df_arr), 1 - alpha / 2))
+    return float(out) if out.ndim == 0 else out
+
+
 def t_test(estimate: ArrayLike, variance: ArrayLike, df: ArrayLike = np.inf, alpha: float = 0.05, null: float = 0.0):
     """Two-sided t-test (z-test when df is inf): statistic, p-value, (1 - alpha) interval.
 
@@ -241,8 +309,8 @@ def t_test(estimate: ArrayLike, variance: ArrayLike, df: ArrayLike = np.inf, alp
         se = np.sqrt(variance)
         stat = (estimate - null) / se
     df_arr = np.asarray(df, dtype=np.float64)
-    dist_p = np.where(np.isinf(df_arr), 2 * sps.norm.sf(np.abs(stat)), 2 * sps.t.sf(np.abs(stat), np.where(np.isinf(df_arr), 1.0, df_arr)))
-    crit = np.where(np.isinf(df_arr), sps.norm.ppf(1 - alpha / 2), sps.t.ppf(1 - alpha / 2, np.where(np.isinf(df_arr), 1.0, df_arr)))
+    dist_p = np.where(np.isinf(df_arr), 2 * special.ndtr(-np.abs(stat)), 2 * special.stdtr(np.where(np.isinf(df_arr), 1.0, df_arr), -np.abs(stat)))
+    crit = critical_value(df_arr, alpha)
     lo, hi = estimate - crit * se, estimate + crit * se
     if np.ndim(estimate) == 0 and np.ndim(variance) == 0 and np.ndim(df) == 0:
         return TestResult(float(estimate), float(se), float(stat), float(dist_p), (float(lo), float(hi)), float(df))
@@ -257,12 +325,6 @@ def welch_t_test(t: Estimate, c: Estimate, alpha: float = 0.05, relative: bool =
         est, var = absolute_lift(t.value, t.variance, c.value, c.variance)
     df = welch_df(t.variance, t.n, c.variance, c.n)
     return t_test(est, var, df, alpha)
-
-
-def sample_size_per_arm(var_t: float, var_c: float, delta: float, alpha: float = 0.05, power: float = 0.8) -> float:
-    """Units per arm for a two-sided z-test to detect ``delta`` (per-unit variances)."""
-    z = sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(power)
-    return float(z * z * (var_t + var_c) / (delta * delta))
 
 
 # ---------------------------------------------------------------------------------------------

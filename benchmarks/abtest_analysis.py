@@ -117,8 +117,7 @@ def pandas_readout(directory: Path) -> dict:
         capped = t[col].clip(upper=hi)
         t[col] = np.where(t[col] == 0, 0.0, capped) if w.nonzero_only else capped
     arms = {v: stats.Moments.from_array(MOMENT_COLUMNS, grp[list(MOMENT_COLUMNS)].to_numpy()) for v, grp in t.groupby("variant")}
-    comps = [compare(arms, cfg.metric_defs[m], e.control, "treatment", a.alpha, a.cuped, a.sequential.tuning_n,
-                     a.bayes.prior_mean, a.bayes.prior_sd, a.bayes.proper) for m in e.metrics]
+    comps = [compare(arms, cfg.metric_defs[m], e.control, "treatment", a) for m in e.metrics]
     return {"units": {v: m.n for v, m in arms.items()}, "rel_lift": {c.metric: c.rel_lift for c in comps},
             "p_value": {c.metric: c.p_value for c in comps}, "rel_ci": {c.metric: list(c.rel_ci) for c in comps}}
 
@@ -128,7 +127,10 @@ def polars_readout(directory: Path, timeline: bool) -> dict:
     from abtest.config import load_config
     from abtest.routing import DEFAULT_CONFIG
 
-    r = readout_from_dir(load_config(DEFAULT_CONFIG), EXPERIMENT, directory, timeline=timeline)
+    cfg = load_config(DEFAULT_CONFIG)
+    _, e = cfg.find(EXPERIMENT)
+    e.quantiles, e.segments, e.guardrails = [], [], []  # the same work as the pandas readout
+    r = readout_from_dir(cfg, EXPERIMENT, directory, timeline=timeline)
     comps = [c for c in r.comparisons if c.variant == "treatment"]
     return {"units": r.units, "rel_lift": {c.metric: c.rel_lift for c in comps}, "p_value": {c.metric: c.p_value for c in comps},
             "rel_ci": {c.metric: list(c.rel_ci) for c in comps}, "timeline_points": len(r.timeline)}

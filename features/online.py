@@ -24,12 +24,9 @@ from features.feast_repo import (
     ITEM_KEY,
     ITEM_STREAM_VIEW,
     ITEM_VIEW,
-    ITEM_VIEW_FEATURES,
-    MULTI_VALUED,
     USER_KEY,
     USER_STREAM_VIEW,
     USER_VIEW,
-    USER_VIEW_FEATURES,
     open_store,
     repo_dir,
 )
@@ -51,17 +48,22 @@ class OnlineFeatureReader:
         repo = repo_dir(source) if isinstance(source, Settings) else Path(source)
         self.repo = repo
         self.store = open_store(repo)
-        self._user_refs = [f"{USER_VIEW}:{f}" for f in USER_VIEW_FEATURES]
-        self._item_refs = [f"{ITEM_VIEW}:{f}" for f in ITEM_VIEW_FEATURES]
         try:
-            # Loads the registry now, so the first request does not pay for it.
-            self.store.get_feature_view(USER_VIEW)
-            self.store.get_feature_view(ITEM_VIEW)
+            # Loads the registry now, so the first request does not pay for it; the views'
+            # schemas say which features this dataset has and which are multi-valued.
+            user_view = self.store.get_feature_view(USER_VIEW)
+            item_view = self.store.get_feature_view(ITEM_VIEW)
         except Exception as exc:  # feast raises its own FeatureViewNotFoundException
             raise RuntimeError(
                 f"Feast repository {repo} has no {USER_VIEW}/{ITEM_VIEW} views ({exc}); "
                 "run features.feast_repo.ensure_feature_store(settings) (or `recast features build`)"
             ) from exc
+        self.user_names = tuple(f.name for f in user_view.features)
+        self.item_names = tuple(f.name for f in item_view.features)
+        self.multi_valued = frozenset(f.name for view in (user_view, item_view) for f in view.features
+                                      if "Array" in str(f.dtype))
+        self._user_refs = [f"{USER_VIEW}:{f}" for f in self.user_names]
+        self._item_refs = [f"{ITEM_VIEW}:{f}" for f in self.item_names]
         self.stream = False
         if stream:
             try:
@@ -89,17 +91,17 @@ class OnlineFeatureReader:
             features=self._user_refs, entity_rows={USER_KEY: [str(user)]}
         )
         if not self.stream:
-            out = _columns(response, USER_VIEW_FEATURES)
-            if out[USER_VIEW_FEATURES[0]][0] is None:
+            out = _columns(response, self.user_names)
+            if out[self.user_names[0]][0] is None:
                 return None
-            return {name: _single(out[name][0]) for name in USER_VIEW_FEATURES}
+            return {name: _single(out[name][0]) for name in self.user_names}
         from streaming.features import bucketize_user
 
-        out = _columns(response, USER_VIEW_FEATURES + self.USER_STREAM_READ)
+        out = _columns(response, self.user_names + self.USER_STREAM_READ)
         stream = {name: out[name][0] for name in self.USER_STREAM_READ}
-        if out[USER_VIEW_FEATURES[0]][0] is None and stream["last_event_ms"] is None:
+        if out[self.user_names[0]][0] is None and stream["last_event_ms"] is None:
             return None
-        return {**{name: _single(out[name][0]) for name in USER_VIEW_FEATURES}, **bucketize_user(stream)}
+        return {**{name: _single(out[name][0]) for name in self.user_names}, **bucketize_user(stream)}
 
     def stream_features(self, user: str) -> dict | None:
         """Raw streaming values of one user (counts, ``last_event_ms``...), None when the stream never saw it."""
@@ -120,18 +122,18 @@ class OnlineFeatureReader:
         """
         items = [str(i) for i in items]
         if not items:
-            return {name: [] for name in ITEM_VIEW_FEATURES}, []
+            return {name: [] for name in self.item_names}, []
         if self.item_cache_ttl_s > 0:
             return self._item_features_cached(items)
         response = self.store.get_online_features(
             features=self._item_refs, entity_rows={ITEM_KEY: items}
         )
-        out = _columns(response, ITEM_VIEW_FEATURES + (self.ITEM_STREAM_READ if self.stream else ()))
-        present = out[ITEM_VIEW_FEATURES[0]]
+        out = _columns(response, self.item_names + (self.ITEM_STREAM_READ if self.stream else ()))
+        present = out[self.item_names[0]]
         unknown = [item for item, value in zip(items, present) if value is None]
         values: dict[str, list] = {}
-        for name in ITEM_VIEW_FEATURES:
-            if name in MULTI_VALUED:
+        for name in self.item_names:
+            if name in self.multi_valued:
                 values[name] = [list(v) if v is not None else [] for v in out[name]]
             else:
                 values[name] = [_single(v) for v in out[name]]
@@ -154,16 +156,16 @@ class OnlineFeatureReader:
         unknown: set[str] = set()
         if missing:
             response = self.store.get_online_features(features=self._item_static_refs, entity_rows={ITEM_KEY: missing})
-            out = _columns(response, ITEM_VIEW_FEATURES)
+            out = _columns(response, self.item_names)
             for k, item in enumerate(missing):
-                if out[ITEM_VIEW_FEATURES[0]][k] is None:
+                if out[self.item_names[0]][k] is None:
                     unknown.add(item)
-                row = {name: (list(out[name][k]) if out[name][k] is not None else []) if name in MULTI_VALUED
-                       else _single(out[name][k]) for name in ITEM_VIEW_FEATURES}
+                row = {name: (list(out[name][k]) if out[name][k] is not None else []) if name in self.multi_valued
+                       else _single(out[name][k]) for name in self.item_names}
                 rows[item] = row
                 if item not in unknown:
                     self._item_cache[item] = (now, row)
-        values: dict[str, list] = {name: [rows[item][name] for item in items] for name in ITEM_VIEW_FEATURES}
+        values: dict[str, list] = {name: [rows[item][name] for item in items] for name in self.item_names}
         if self.stream:
             from streaming.features import bucketize_item
 

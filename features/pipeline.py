@@ -16,6 +16,7 @@ users/items and unseen categories exactly as serving does.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -155,23 +156,27 @@ def fit_vocabs(train: pl.DataFrame, users: pl.DataFrame, items: pl.DataFrame) ->
     return vocabs
 
 
-def encode_columns(lf: pl.LazyFrame, vocabs: dict[str, dict[str, int]], max_len: int) -> pl.LazyFrame:
-    """Replace token columns that have a vocabulary by Int64 ids (lists for multi-valued).
+def encode_columns(lf: pl.LazyFrame, vocabs: dict[str, dict[str, int]], max_len: int | dict[str, int],
+                   multi_valued: Iterable[str] = MULTI_VALUED) -> pl.LazyFrame:
+    """Replace token columns that have a vocabulary by Int64 ids (lists for ``multi_valued``).
 
     Unknown or null tokens become 0; in lists they are dropped, and lists are cut
-    to ``max_len`` (first values kept) but never padded: padding is the model input's job.
+    to ``max_len`` (one number, or one per feature; first values kept) but never
+    padded: padding is the model input's job.
     """
+    multi_valued = set(multi_valued)
     names = set(lf.collect_schema().names())
     exprs = []
     for name, vocab in vocabs.items():
         if name not in names:
             continue
-        if name in MULTI_VALUED:
+        if name in multi_valued:
+            cut = max_len if isinstance(max_len, int) else max_len[name]
             encoded = (
                 pl.col(name)
                 .list.eval(_lookup(pl.element(), vocab))
                 .list.eval(pl.element().filter(pl.element() != 0))
-                .list.head(max_len)
+                .list.head(cut)
                 .fill_null(pl.lit([], dtype=pl.List(pl.Int64)))
             )
         else:
@@ -271,6 +276,7 @@ def build_features(settings: Settings, force: bool = False, raw_dir: Path | None
         ),
         meta={
             "dataset": DATASET,
+            "input_hash": hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest(),
             "label_rule": "rating >= 4",
             "rows": rows,
             "users": users_out.height,
@@ -304,9 +310,9 @@ def _entity_tokens(raw_dir: Path, inter: pl.DataFrame) -> tuple[pl.DataFrame, pl
     return users, items
 
 
-def _up_to_date(out: Path, key: dict) -> bool:
+def _up_to_date(out: Path, key: dict, outputs: Iterable[str] = OUTPUT_FILES) -> bool:
     manifest = out / MANIFEST_FILE
-    if not manifest.exists() or not all((out / f).exists() for f in OUTPUT_FILES):
+    if not manifest.exists() or not all((out / f).exists() for f in outputs):
         return False
     try:
         return json.loads(manifest.read_text()) == key

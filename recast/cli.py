@@ -1,7 +1,8 @@
 """``recast``: one command-line entry point for the whole system.
 
     recast demo                       # everything below, end to end, on local defaults
-    recast features build             # MovieLens-100K -> polars features -> parquet + Feast
+    recast features build             # a dataset (MovieLens-100K by default, or --dataset NAME|FILE.yaml)
+                                      #   -> polars features -> parquet + Feast
     recast train --model dlf          # TorchRec training (add --nproc 2 for two gloo ranks)
     recast export --model dlf         # ONNX + parity check + Triton repositories (new version)
     recast stack up|down|status       # local Kafka broker + tritonserver + scoring gateway
@@ -10,6 +11,7 @@
     recast stream ...                 # Kafka feature stream: replay, process, labels, status
     recast abtest ...                 # experiments: validate, assign, simulate, report
     recast forecast ...               # PIR forecast revision: train, serve, plot
+    recast jobs ...                   # offline batch jobs (paper experiments): list, run, status, report
 
 Settings: defaults, then recast.yaml (or $RECAST_CONFIG), then RECAST_* environment
 variables, e.g. RECAST_GATEWAY__PORT=9000 (see recast/settings.py).
@@ -24,7 +26,7 @@ from typing import Any
 
 from recast.settings import Settings, get_settings
 
-MODELS = ("lr", "deepfm", "dcnv2", "finalmlp", "dlf", "dmoe")
+MODELS = ("lr", "deepfm", "dcnv2", "finalmlp", "dlf", "dlf_branch_softmax", "dmoe")
 
 
 def _parse_set(values: list[str]) -> dict[str, Any]:
@@ -47,7 +49,7 @@ def _print(obj: Any) -> None:
 def cmd_features(args: argparse.Namespace, s: Settings) -> None:
     from recast.workflow import build_features
 
-    _print(build_features(s, force=args.force))
+    _print(build_features(s, force=args.force, dataset=args.dataset))
 
 
 def cmd_train(args: argparse.Namespace, s: Settings) -> None:
@@ -109,8 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="recast", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    f = sub.add_parser("features", help="build MovieLens-100K features, the parquet offline store and the Feast repo")
+    f = sub.add_parser("features", help="build a dataset's features, the parquet offline store and the Feast repo")
     f.add_argument("action", choices=["build"])
+    f.add_argument("--dataset", metavar="NAME|FILE",
+                   help="movielens-100k, criteo, ratings-csv, or a dataset description YAML "
+                        "(see features/dataset.py); default: settings.data.dataset")
     f.add_argument("--force", action="store_true", help="rebuild even when outputs are up to date")
     f.set_defaults(func=cmd_features)
 
@@ -128,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--version", type=int, help="version number (default: next free)")
     e.set_defaults(func=cmd_export)
 
-    st = sub.add_parser("stack", help="start/stop/inspect the local tritonserver and gateway")
+    st = sub.add_parser("stack", help="start/stop/inspect the local broker, tritonserver and gateway (up: supervised, "
+                                      "restarted when they crash; status: model health and restarts)")
     st.add_argument("action", choices=["up", "down", "status"])
     st.add_argument("--models", nargs="*", help="models that must be ready before `up` returns")
     st.set_defaults(func=cmd_stack)
@@ -151,12 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     # each area registers its own subcommands (recast stream ..., recast abtest ...)
     from abtest.cli import register as register_abtest
+    from jobs.cli import register as register_jobs
     from streaming.cli import register as register_streaming
-    from streaming.forecast_cli import register as register_forecast
+    from forecasting.cli import register as register_forecast
 
     register_streaming(sub)
     register_abtest(sub)
     register_forecast(sub)
+    register_jobs(sub)
     return p
 
 

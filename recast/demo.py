@@ -40,6 +40,40 @@ def _cli(settings: Settings, *argv: str) -> dict:
     return json.loads(text[text.index("{"):]) if "{" in text else {}
 
 
+def _print_readout(report: dict) -> None:
+    print(f"   units {report.get('units')}; SRM p = {report.get('srm_p_value', float('nan')):.3g}; "
+          f"{'valid' if report.get('valid') else 'INVALID (SRM)'}")
+    for v in report.get("verdicts", []):
+        print(f"   VERDICT {v['headline']}")
+    for row in report.get("metrics", []):
+        lift, ci, mde = row.get("rel_lift"), row.get("ci") or [None, None], row.get("mde")
+        shown = "n/a" if lift is None else f"{lift:+.2%}"
+        interval = "" if None in ci else f" CI [{ci[0]:+.2%}, {ci[1]:+.2%}]"
+        detectable = "" if mde is None else f" (detectable: \u00b1{mde:.1%})"
+        role = " (guardrail)" if row.get("role") == "guardrail" else ""
+        print(f"   {row['metric']:>14} {row['variant']}{role}: lift {shown}{interval}{detectable} -> {row['decision']}")
+    print(f"   report: {report.get('html')}")
+
+
+def _abtest_demo(settings: Settings, url: str) -> None:
+    """A direct-mode experiment large enough to detect the injected lifts (~70k users per arm, 14 days,
+    CUPED over a 7-day pre-period), then a small run driven through the real gateway (the serving path:
+    routing, exposure logging, Kafka), whose readout honestly says it has too few users."""
+    exp = "dlf_vs_dmoe"
+    data = settings.path(settings.abtest.data_dir)
+    reports = settings.path(settings.abtest.reports_dir)
+    sim = _cli(settings, "abtest", "simulate", "--mode", "direct", "--units", "340000", "--days", "14", "--pre-days", "7",
+               "--out", str(data / f"{exp}_direct"))
+    print(f"   direct: {sim.get('requests', 0):,} requests in {sim.get('seconds', 0)}s, injected lift "
+          f"{sim.get('true_relative_lift', {})}")
+    _print_readout(_cli(settings, "abtest", "report", exp, "--data", str(data / f"{exp}_direct"),
+                        "--out", str(reports / f"{exp}_direct")))
+    sim = _cli(settings, "abtest", "simulate", "--mode", "driven", "--gateway", url, "--gateway-routes",
+               "--units", "400", "--days", "4", "--pre-days", "1", "--max-requests", "1500", "--kafka")
+    print(f"   driven through the gateway: {sim.get('requests', 0):,} requests (a small run: the real serving path)")
+    _print_readout(_cli(settings, "abtest", "report", sim.get("experiment", exp)))
+
+
 def run_demo(settings: Settings, models: list[str] | None = None, epochs: int | None = None, keep_running: bool = True) -> None:
     models = models or ["dlf", "dmoe"]
     t = _step("1/8 features: MovieLens-100K -> parquet offline store -> Feast online store")
@@ -101,25 +135,19 @@ def run_demo(settings: Settings, models: list[str] | None = None, epochs: int | 
           f"{processed.get('duplicate_skipped', 0)} duplicates skipped, {processed.get('batches', 0)} micro-batches")
     _done(t, {})
 
-    t = _step("7/8 A/B: SIMULATED marketplace drives the gateway (DLF vs D-MoE), then the readout")
-    sim = _cli(settings, "abtest", "simulate", "--mode", "driven", "--gateway", url, "--gateway-routes",
-               "--units", "400", "--days", "4", "--pre-days", "1", "--max-requests", "1500", "--kafka")
-    print(f"   {sim.get('label', 'simulation')}: {sim.get('requests', 0):,} requests, injected lift "
-          f"{sim.get('true_relative_lift', {})}")
-    report = _cli(settings, "abtest", "report", sim.get("experiment", "dlf_vs_dmoe"))
-    print(f"   units {report.get('units')}; SRM p = {report.get('srm_p_value', float('nan')):.3g}; "
-          f"{'valid' if report.get('valid') else 'INVALID (SRM)'}")
-    for row in report.get("metrics", []):
-        print(f"   {row['metric']:>14} {row['variant']}: lift {row['rel_lift']:+.2%} "
-              f"CI [{row['ci'][0]:+.2%}, {row['ci'][1]:+.2%}] -> {row['decision']}")
-    print(f"   report: {report.get('html')}")
+    t = _step("7/8 A/B: SIMULATED marketplace: a full-size experiment (direct mode), then a driven run through the gateway")
+    _abtest_demo(settings, url)
     _done(t, {})
 
     t = _step("8/8 forecast: DLinear + PIR on Victoria electricity demand, revised on the stream")
     bundle = settings.path(settings.forecast.bundle_dir)
     if not (bundle / "forecast.json").exists():
         trained = _cli(settings, "forecast", "train", "--quiet")
-        print(f"   trained {trained.get('backbone', 'dlinear')} + PIR; ONNX parity {trained.get('parity', {})}")
+        test = trained.get("test", {})
+        print(f"   trained {trained.get('backbone', 'dlinear')} + PIR ({trained.get('calibration')} calibration, "
+              f"K={trained.get('top_k')}, guard kept {trained.get('guard_kept', 0):.0%} of channel x horizon blocks); "
+              f"test MSE {test.get('base', {}).get('mse', float('nan')):.4f} -> "
+              f"{test.get('pir', {}).get('mse', float('nan')):.4f}; ONNX parity {trained.get('parity', {})}")
     else:
         print(f"   bundle {bundle} exists (delete it to retrain)")
     _cli(settings, "forecast", "topics")
@@ -134,7 +162,8 @@ def run_demo(settings: Settings, models: list[str] | None = None, epochs: int | 
     if rolling.get("n"):
         print(f"   revised {served.get('revised', 0)} forecasts; matured pairs {served.get('matured', 0)} "
               f"(store {served.get('store_pairs', 0)}); rolling MSE base {rolling['base_mse']:.4f} -> "
-              f"revised {rolling['revised_mse']:.4f} ({rolling['improvement']:+.1%} better)")
+              f"revised {rolling['revised_mse']:.4f} ({rolling['improvement']:+.1%} better), served "
+              f"{rolling['served_mse']:.4f}")
     else:
         print(f"   revision service: {served}")
     _done(t, {})

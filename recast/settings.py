@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,6 +24,9 @@ from pydantic_settings import (
 
 
 class DataSettings(BaseModel):
+    dataset: str = "movielens-100k"
+    """What `recast features build` builds: a built-in name (movielens-100k, criteo,
+    ratings-csv) or a dataset description YAML file (features/dataset.py)."""
     dir: Path = Path("data")
     """Raw downloads and caches (never committed)."""
     features_dir: Path = Path("data/features")
@@ -47,13 +50,15 @@ class FeastSettings(BaseModel):
 
 
 class TrainSettings(BaseModel):
+    """Unset (None) values come from the model's recipe (training/recipes.py: chosen on
+    validation per model), then TrainConfig's defaults."""
+
     model: str = "dlf"
-    epochs: int = 10
-    batch_size: int = 1024
-    """1024 beat 4096 for every model on the MovieLens protocol (benchmarks/quality.py)."""
-    lr: float = 1e-3
-    embedding_lr: float = 0.05
-    embedding_dim: int = 16
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    embedding_lr: float | None = None
+    embedding_dim: int | None = None
     patience: int = 2
     seed: int = 2019
     checkpoint_dir: Path = Path("artifacts/checkpoints")
@@ -89,7 +94,22 @@ class GatewaySettings(BaseModel):
     port: int = 18080
     model_name: str = "dlf"
     max_candidates: int = 500
+    """Most item ids per request (a longer list is refused with 413 too_many_candidates)."""
+    max_body_bytes: int = 262144
+    """Request bodies above this are refused with 413 before a byte is parsed (500 ids of 128 characters fit)."""
     workers: int = 1
+    api_key: SecretStr | None = None
+    """When set, every route but /healthz and /readyz needs ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``
+    (set it through RECAST_GATEWAY__API_KEY or a mounted secret, not in a committed file)."""
+    cors_origins: list[str] = []
+    """Browser origins allowed to call the gateway (CORS); empty: no CORS headers."""
+    metrics_port: int = 0
+    """Serve /metrics on this separate port (needs workers: 1) instead of the public one; 0: on the public port."""
+    metrics_host: str = "127.0.0.1"
+    docs: bool = True
+    """Serve the interactive docs (/docs, /redoc); /openapi.json stays available."""
+    readiness_interval_s: float = 2.0
+    """How often the model health behind /readyz and recast_gateway_model_healthy is refreshed in the background."""
 
 
 class KafkaSettings(BaseModel):
@@ -181,7 +201,7 @@ class AbtestSettings(BaseModel):
 
 
 class ForecastSettings(BaseModel):
-    """Forecasting with PIR (training/forecasting/) and the streaming revision service (streaming/forecast_*.py)."""
+    """Forecasting with PIR: models and fitting in training/forecasting/, the torch-free runtime in forecasting/."""
 
     series: str = "victoria"
     """What `recast forecast train` fits: victoria (statsmodels' hourly demand), etth1, generatedN or a CSV path."""
@@ -191,6 +211,15 @@ class ForecastSettings(BaseModel):
     pred_len: int = 24
     epochs: int = 10
     pir_epochs: int = 6
+    calibration: str = "holdout"
+    """Where PIR learns the backbone's errors: holdout (default: a validation segment, the served backbone's
+    out-of-sample forecasts, no extra training), crossfit (rolling-origin folds over the training period)
+    or insample (the paper's code); see training/forecasting/calibration.py."""
+    top_ks: list[int] = [10, 20, 50]
+    """PIR's K, chosen on held-out windows among these (the paper's grid)."""
+    pir_parts: list[str] = ["full", "global_only"]
+    """PIR's revisions to try, chosen on held-out windows with K: full (local + global, the paper), global_only,
+    local_only."""
     seed: int = 2021
     bundle_dir: Path = Path("artifacts/forecast/bundle")
     """Export output and what `recast forecast serve` loads: base.onnx, pir.onnx, store.npz, forecast.json."""
@@ -209,13 +238,31 @@ class ForecastSettings(BaseModel):
     rolling_window: int = 500
     """Matured forecasts in the rolling MSE gauges."""
     warning_delta: float | None = None
-    """δ threshold of the warning flag; None: per channel, the bundle's 90th percentile of δ."""
+    """δ threshold of the warning flag; None: per channel, the 90th percentile of δ on validation windows."""
+    shared_store: bool = False
+    """False: a forecast only retrieves matured pairs of its own series; True: of every series."""
+    fallback: bool = True
+    """Serve a channel the base forecast while its rolling revised MSE is above the base's
+    (gauge recast_forecast_channel_fallback{channel})."""
+    fallback_min_matured: int = 50
+    """Matured forecasts in the rolling window before the fallback may switch a channel."""
     batch_max: int = 256
     threads: int = 1
     """onnxruntime intra-op threads of the revision graph."""
     metrics_port: int = 18091
     metrics_host: str = "127.0.0.1"
     plots_dir: Path = Path("artifacts/forecast/plots")
+
+
+class JobsSettings(BaseModel):
+    """Offline batch jobs (jobs/, `recast jobs ...`)."""
+
+    run_root: Path = Path("artifacts/jobs")
+    """Runs go to <run_root>/<job>/<run-id>/ (manifest, results, report, plots, cells, state)."""
+    pushgateway_url: str | None = None
+    """Prometheus Pushgateway (host:port or URL) that receives each run's metrics; None: no push."""
+    parallelism: int = 0
+    """Processes of a local sweep; 0: one per available core."""
 
 
 class Settings(BaseSettings):
@@ -234,6 +281,7 @@ class Settings(BaseSettings):
     stream: StreamSettings = StreamSettings()
     abtest: AbtestSettings = AbtestSettings()
     forecast: ForecastSettings = ForecastSettings()
+    jobs: JobsSettings = JobsSettings()
 
     def path(self, p: Path) -> Path:
         """Resolve a configured path against ``home``."""

@@ -17,13 +17,25 @@ from typing import Any
 from recast.settings import Settings
 
 
-def build_features(settings: Settings, force: bool = False) -> dict[str, Any]:
+def build_features(settings: Settings, force: bool = False, dataset: str | None = None) -> dict[str, Any]:
+    """Offline store of ``dataset`` (default ``settings.data.dataset``) and, when it has user
+    and item ids, the Feast repository over it."""
+    from features.builder import build_dataset
+    from features.dataset import MOVIELENS, load_description
     from features.feast_repo import ensure_feature_store
-    from features.pipeline import build_features as build
+    from features.pipeline import build_features as build_movielens
 
-    result = build(settings, force=force)
-    ensure_feature_store(settings)
-    return {"features_dir": str(result.features_dir), "skipped": result.skipped, "meta": result.spec.meta}
+    dataset = dataset or settings.data.dataset
+    if dataset == MOVIELENS:
+        result = build_movielens(settings, force=force)
+    else:
+        description = load_description(dataset, settings.path(settings.data.dir))
+        result = build_dataset(description, settings.path(settings.data.features_dir), force=force)
+    servable = all(result.spec.by_entity(e) for e in ("user", "item"))  # type: ignore[arg-type]
+    if servable:
+        ensure_feature_store(settings)
+    return {"features_dir": str(result.features_dir), "skipped": result.skipped, "meta": result.spec.meta,
+            "feast": "ready" if servable else "skipped: the dataset has no user and item ids to serve by"}
 
 
 def run_dir(settings: Settings, model: str) -> Path:
@@ -31,19 +43,13 @@ def run_dir(settings: Settings, model: str) -> Path:
 
 
 def train_config(settings: Settings, model: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The model's recipe (training/recipes.py), then the settings that are set, then ``overrides``."""
+    from training.recipes import recipe
+
     t = settings.train
-    cfg = {
-        "model": model,
-        "epochs": t.epochs,
-        "batch_size": t.batch_size,
-        "lr": t.lr,
-        "embedding_lr": t.embedding_lr,
-        "embedding_dim": t.embedding_dim,
-        "patience": t.patience,
-        "seed": t.seed,
-    }
-    cfg.update(overrides or {})
-    return cfg
+    chosen = {k: v for k, v in {"epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr,
+                                "embedding_lr": t.embedding_lr, "embedding_dim": t.embedding_dim}.items() if v is not None}
+    return recipe(model, {**chosen, "patience": t.patience, "seed": t.seed, **(overrides or {})})
 
 
 def train_model(settings: Settings, model: str, overrides: dict[str, Any] | None = None, nproc: int = 1,

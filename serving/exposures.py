@@ -13,7 +13,12 @@ Policy (README "Streaming"):
   At most ``max_in_flight`` exposures sit inside the producer; those are
   retried until ``stream.exposure_delivery_timeout_ms`` and then counted as
   ``reason="delivery_failed"``. Until the first connection succeeds the
-  thread retries with backoff (``recast_gateway_exposure_broker_up`` is 0).
+  thread retries with backoff.
+* **Broker gauge:** ``recast_gateway_exposure_broker_up`` comes from a probe
+  thread that asks the cluster for its metadata every ``probe_interval_s``
+  (a TCP check first, so a dead broker costs no client log flood). A producer
+  that merely holds a connection, or a delivery that still succeeds from a
+  buffer, does not count as "up".
 * **Kafka back:** the queue drains in order; delivered exposures count in
   ``recast_gateway_exposures_published_total``.
 * **Shutdown:** the queue is flushed for up to ``close(timeout)`` seconds;
@@ -74,6 +79,7 @@ class ExposurePublisher:
         delivery_timeout_ms: int = 30_000,
         max_in_flight: int = 1_000,
         producer_overrides: dict[str, Any] | None = None,
+        probe_interval_s: float = 2.0,
     ) -> None:
         self.topic = topic
         self.metrics = ExposureMetrics(registry)
@@ -81,6 +87,8 @@ class ExposurePublisher:
         self._in_flight = threading.BoundedSemaphore(max(1, max_in_flight))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._probe_thread: threading.Thread | None = None
+        self.probe_interval_s = probe_interval_s
         self._producer = None
         self._held: tuple | None = None
         self._config = {
@@ -127,6 +135,8 @@ class ExposurePublisher:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="exposure-publisher", daemon=True)
             self._thread.start()
+            self._probe_thread = threading.Thread(target=self._probe, name="exposure-broker-probe", daemon=True)
+            self._probe_thread.start()
         return self
 
     def close(self, timeout: float = 5.0) -> None:
@@ -142,6 +152,9 @@ class ExposurePublisher:
         if self._thread is not None:
             self._thread.join(timeout=max(0.1, deadline - time.monotonic()) + 2.5)
             self._thread = None
+        if self._probe_thread is not None:
+            self._probe_thread.join(timeout=3.0)
+            self._probe_thread = None
         if self._producer is not None:
             try:
                 self._producer.flush(timeout=max(0.1, deadline - time.monotonic()))
@@ -170,6 +183,28 @@ class ExposurePublisher:
                 continue
         return False
 
+    def _probe(self) -> None:
+        """Sets the broker gauge from a metadata request every ``probe_interval_s`` (see the module doc)."""
+        from kafka import KafkaAdminClient
+
+        admin = None
+        while True:
+            up = False
+            if self._reachable():
+                try:
+                    if admin is None:
+                        admin = KafkaAdminClient(
+                            bootstrap_servers=self._config["bootstrap_servers"], client_id="recast-gateway-probe",
+                            request_timeout_ms=2_000, bootstrap_timeout_ms=2_000, reconnect_backoff_max_ms=1_000)
+                    up = bool(admin.describe_cluster().get("brokers"))
+                except Exception as exc:  # noqa: BLE001 - any failure means "not up"; retried next round
+                    log.debug("broker probe failed: %s", exc)
+                    admin = _close_quietly(admin)
+            self.metrics.broker_up.set(1 if up else 0)
+            if self._stop.wait(self.probe_interval_s):
+                break
+        _close_quietly(admin)
+
     def _connect(self) -> bool:
         from kafka import KafkaProducer
 
@@ -183,7 +218,6 @@ class ExposurePublisher:
             self._producer = None
             self.metrics.broker_up.set(0)
             return False
-        self.metrics.broker_up.set(1)
         return True
 
     def _run(self) -> None:
@@ -243,9 +277,16 @@ class ExposurePublisher:
     def _delivered(self, _metadata) -> None:
         self._in_flight.release()
         self.metrics.published.inc()
-        self.metrics.broker_up.set(1)
 
     def _failed(self, exc) -> None:
         self._in_flight.release()
         log.warning("exposure not delivered: %s", exc)
         self.metrics.dropped.labels("delivery_failed").inc()
+
+
+def _close_quietly(admin) -> None:
+    if admin is not None:
+        try:
+            admin.close()
+        except Exception:  # noqa: BLE001 - a client of a dead broker may fail to close
+            pass

@@ -31,6 +31,7 @@ classes so the runtime needs no ``tritonclient[grpc]``/protobuf dependency.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -247,7 +248,7 @@ def _write_one(
         # model-level metadata holds nothing version-specific, so publishing a new
         # version leaves it untouched and a polling Triton does not reload the others;
         # the version's own metadata goes into its directory (list_models gives the set)
-        stable = {k: v for k, v in metadata.items() if k != "version"}
+        stable = {k: v for k, v in metadata.items() if k not in ("version", "model_sha256")}
         _write_if_changed(model_dir / METADATA_FILE, json.dumps(stable, indent=2) + "\n", staging)
         (staged / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
         final = model_dir / str(version)
@@ -328,6 +329,8 @@ def write_model_repository(
         "inputs": [i["name"] for i in inputs],
         "outputs": [o["name"] for o in outputs],
         "max_batch_size": max_batch_size,
+        # the publication record readiness compares the served file against (serving/readiness.py)
+        "model_sha256": sha256_file(onnx_path),
     }
     prod_dir = _write_one(
         Path(prod_repo), model_name, version, render_config(prod_config), spec,
@@ -339,6 +342,14 @@ def write_model_repository(
         {**metadata, "backend": "python"},
     )
     return PublishedModel(model_name, version, prod_dir, local_dir)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _versions(model_dir: Path) -> list[int]:

@@ -24,19 +24,24 @@ from features.encoding import encode_padded
 from features.spec import FeatureSpec
 
 
+INTERNAL = "internal error; the gateway log has the details under this request id"
+
+
 class ScoringError(Exception):
-    """An error with an HTTP status and a machine-readable code."""
+    """An error with an HTTP status and a machine-readable code.
+
+    ``message`` and ``details`` go to the client; ``internal`` (hosts, exception
+    texts, operator hints) only to the gateway log, under the request id.
+    """
 
     status = 500
     code = "internal_error"
 
-    def __init__(self, message: str, **details: Any) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, internal: str | None = None, **details: Any) -> None:
+        super().__init__(message if internal is None else f"{message} ({internal})")
         self.message = message
+        self.internal = internal
         self.details = details
-
-    def body(self) -> dict[str, Any]:
-        return {"error": self.code, "message": self.message, **self.details}
 
 
 class UnknownItems(ScoringError):
@@ -109,7 +114,8 @@ def build_inputs(spec: FeatureSpec, user: dict[str, int] | None, items: dict[str
             columns[f.name] = [value] * n if not f.multi_valued else [value or []] * n
         elif f.entity == "item":
             if f.name not in items:
-                raise ScoringError(f"the feature store has no item feature {f.name!r} that the model needs")
+                raise ScoringError(INTERNAL,
+                                   internal=f"the feature store has no item feature {f.name!r} that the model needs")
             columns[f.name] = items[f.name]
         else:
             columns[f.name] = [0] * n if not f.multi_valued else [[]] * n
@@ -159,7 +165,9 @@ class Scorer:
             user, (items, unknown) = await asyncio.get_running_loop().run_in_executor(
                 self._feature_executor, self._read_features, user_id, item_ids)
         except Exception as exc:  # sqlite/redis errors surface as many types
-            raise FeatureStoreUnavailable(f"online feature read failed: {exc}") from exc
+            raise FeatureStoreUnavailable("the feature store is unavailable; retry later",
+                                          internal=f"online feature read failed: {type(exc).__name__}: {exc}",
+                                          reason="feature_read_failed") from exc
         if unknown:
             raise UnknownItems(f"{len(unknown)} item id(s) are not in the feature store", unknown_items=unknown)
         t1 = time.perf_counter()
@@ -167,8 +175,9 @@ class Scorer:
             inputs = build_inputs(spec, user, items, len(item_ids))
         except (KeyError, ValueError) as exc:  # the online store and the model disagree on vocabularies
             raise ScoringError(
-                f"the online features do not fit model {model!r} ({exc}); re-export the model after "
-                "`recast features build` so both use the same vocabularies"
+                INTERNAL,
+                internal=f"the online features do not fit model {model!r} ({exc}); re-export the model after "
+                "`recast features build` so both use the same vocabularies",
             ) from exc
         t2 = time.perf_counter()
         probs, version = await self.backend.infer(model, inputs)

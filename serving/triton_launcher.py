@@ -177,6 +177,10 @@ class LocalTriton:
         except (urllib.error.URLError, OSError):
             return None, None
 
+    def is_live(self) -> bool:
+        """The server answers (even when a model failed to load, which makes it not ready)."""
+        return self._request("/v2/health/live", timeout=2.0)[0] == 200
+
     def is_ready(self) -> bool:
         return self._request("/v2/health/ready", timeout=2.0)[0] == 200
 
@@ -212,6 +216,13 @@ class LocalTriton:
         pid = int(info.get("pid", 0))
         if pid > 0 and pid_alive(pid) and _is_tritonserver(pid):
             return info
+        if pid > 0 and not pid_alive(pid):
+            # A crashed server (SIGSEGV, kill -9) leaves its Python-backend stubs running in its
+            # process group (they ignore SIGTERM); the group id stays reserved while they live.
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         self.pid_file.unlink(missing_ok=True)  # stale: that server is gone
         return None
 

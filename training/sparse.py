@@ -10,6 +10,8 @@ handle without the Loop/Sequence ops that ``EmbeddingBag`` would emit.
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import torch
 from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, PoolingType
@@ -43,7 +45,8 @@ def padded_to_kjt(spec: FeatureSpec, ids: torch.Tensor, mask: torch.Tensor) -> K
 class CTRModel(nn.Module):
     """EBC -> field embeddings [B, F, d] -> head logits [B]."""
 
-    def __init__(self, spec: FeatureSpec, head: nn.Module, device: torch.device | None = None) -> None:
+    def __init__(self, spec: FeatureSpec, head: nn.Module, device: torch.device | None = None,
+                 init_fn: Callable[[torch.Tensor], Any] | None = None) -> None:
         super().__init__()
         self.spec = spec
         self.names = spec.names
@@ -57,17 +60,21 @@ class CTRModel(nn.Module):
                     num_embeddings=f.vocab_size,
                     feature_names=[f.name],
                     pooling=PoolingType.MEAN if f.multi_valued else PoolingType.SUM,
+                    init_fn=init_fn,
                 )
                 for f in spec.sparse
             ],
             device=device,
         )
         self.head = head
+        self.last_field_emb: torch.Tensor | None = None
+        """The last training forward's field embeddings (the trainer's embedding penalty reads them)."""
 
     def forward(self, features: KeyedJaggedTensor, dense: torch.Tensor) -> torch.Tensor:
         pooled = self.ebc(features).to_dict()
-        field_emb = torch.stack([pooled[n] for n in self.names], dim=1)
-        return self.head(field_emb[..., : self.head_dim], dense)
+        field_emb = torch.stack([pooled[n] for n in self.names], dim=1)[..., : self.head_dim]
+        self.last_field_emb = field_emb if self.training else None
+        return self.head(field_emb, dense)
 
 
 class PaddedEmbedding(nn.Module):

@@ -1,5 +1,8 @@
-"""Training loop: TorchRec DMP, Adam on dense weights, fused embedding optimizer,
-early stopping on validation AUC, resumable checkpoints, a live progress bar.
+"""Training loop: TorchRec DMP, the switchable recipe of training/optim.py (fused or
+dense embedding updates, Adam/Adagrad, embedding L2, xavier and N(0, s) init, LR
+decay on plateau, full or dense-only clipping), model selection on validation
+AUC or AUC - logloss with early stopping, resumable checkpoints, a progress bar.
+Per-model defaults chosen on validation live in training/recipes.py.
 
 Runs as one process by default; ``torchrun --nproc_per_node N -m training.trainer``
 (or ``recast train --nproc N``) shards the tables across N gloo ranks, each
@@ -18,7 +21,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -28,9 +31,20 @@ from tqdm import tqdm
 
 from features.spec import FeatureSpec
 from training.data import CTRData, batches, load_split
-from training.distributed import dense_parameters, gather_full_state, init_distributed, wrap_model
+from training.distributed import gather_full_state, init_distributed, wrap_model
 from training.metrics import ExpertCorrelation, correlation_from_moments, log_loss, roc_auc
 from training.models import build_head, make_config
+from training.optim import (
+    Optimizers,
+    build_optimizers,
+    embedding_init_fn,
+    l2_penalty,
+    lookup_l2_penalty,
+    needs_closure,
+    selection_metric,
+    xavier_init,
+)
+from training.sharpness import DenseSharpnessStep
 from training.sparse import CTRModel, padded_to_kjt
 
 
@@ -43,11 +57,29 @@ class TrainConfig:
     batch_size: int = 4096
     lr: float = 1e-3
     weight_decay: float = 0.0
+    optimizer: str = "adam"
+    """Dense-parameter optimizer (training/optim/registry.py): adam, adagrad, sgd, sam, lightsam
+    (= lightsam-adagradnorm), lightsam-adagrad, lightsam-adam."""
+    rho: float = 0.05
+    """Perturbation radius of the sharpness-aware optimizers (sam, lightsam-*)."""
+    embedding_update: Literal["fused", "dense"] = "fused"
     embedding_optimizer: str = "adagrad"
     embedding_lr: float = 0.05
+    embedding_l2: float = 0.0
+    """Embedding L2 (dense: lambda/2 ||W||^2 over whole tables; fused: on the batch's lookups, training/optim.py)."""
+    init: Literal["default", "xavier"] = "default"
+    """Head init: PyTorch's defaults, or FuxiCTR's xavier-normal Linear weights and zero biases."""
+    embedding_init_std: float | None = None
+    """N(0, std^2) tables (FuxiCTR: 1e-4); None keeps TorchRec's uniform init."""
+    lr_decay: float = 1.0
+    """Multiply learning rates by this after an epoch without improvement (FuxiCTR: 0.1; 1 = off)."""
+    monitor: Literal["auc", "auc_minus_logloss"] = "auc"
+    """Model selection and early stopping on validation AUC or AUC - logloss."""
     patience: int = 2
     seed: int = 2019
     grad_clip: float = 10.0
+    grad_clip_scope: Literal["dense", "full"] = "dense"
+    """Clip the dense part's gradient norm, or the full model's (needs embedding_update=dense)."""
     eval_batch_size: int = 8192
     max_steps_per_epoch: int | None = None
     progress: bool = True
@@ -116,10 +148,10 @@ def _resumable(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in ("epochs", "patience", "progress")}
 
 
-def _save_checkpoint(run_dir: Path, dmp: torch.nn.Module, dense_opt: torch.optim.Optimizer, state: dict) -> None:
+def _save_checkpoint(run_dir: Path, dmp: torch.nn.Module, optimizers: Optimizers, state: dict) -> None:
     # dense weights are replicated (DDP): their optimizer and RNG state are saved per rank
     rank = dist.get_rank()
-    torch.save({"rng": torch.get_rng_state(), "dense_opt": dense_opt.state_dict()}, run_dir / f"local_rank{rank}.pt")
+    torch.save({"rng": torch.get_rng_state(), "optimizers": optimizers.state_dict()}, run_dir / f"local_rank{rank}.pt")
     dcp.save(
         {"model": dmp.state_dict(), "fused_opt": dmp.fused_optimizer.state_dict()},
         checkpoint_id=str(run_dir / "last"),
@@ -131,7 +163,7 @@ def _save_checkpoint(run_dir: Path, dmp: torch.nn.Module, dense_opt: torch.optim
     dist.barrier()
 
 
-def _load_checkpoint(run_dir: Path, dmp: torch.nn.Module, dense_opt: torch.optim.Optimizer) -> dict:
+def _load_checkpoint(run_dir: Path, dmp: torch.nn.Module, optimizers: Optimizers) -> dict:
     target = {"model": dmp.state_dict(), "fused_opt": dmp.fused_optimizer.state_dict()}
     dcp.load(target, checkpoint_id=str(run_dir / "last"))
     dmp.load_state_dict(target["model"])
@@ -140,7 +172,7 @@ def _load_checkpoint(run_dir: Path, dmp: torch.nn.Module, dense_opt: torch.optim
     if not local.exists():  # resumed with more ranks than saved it: rank 0's copy is identical
         local = run_dir / "local_rank0.pt"
     saved = torch.load(local, weights_only=False)
-    dense_opt.load_state_dict(saved["dense_opt"])
+    optimizers.load_state_dict(saved["optimizers"])
     torch.set_rng_state(saved["rng"])
     return json.loads((run_dir / "state.json").read_text())
 
@@ -156,19 +188,35 @@ def train(
     spec = FeatureSpec.load(features_dir / "spec.json")
     train_data, val_data, test_data = (load_split(features_dir, s, spec) for s in ("train", "val", "test"))
 
+    if cfg.grad_clip_scope == "full" and cfg.embedding_update != "dense":
+        raise ValueError("grad_clip_scope=full needs embedding_update=dense: fused tables never expose their gradients")
     head = build_head(cfg.model, len(spec.sparse), cfg.embedding_dim, len(spec.dense), make_config(cfg.model, cfg.hparams))
-    model = CTRModel(spec, head, device=torch.device("meta"))
-    dmp = wrap_model(model, cfg.embedding_optimizer, cfg.embedding_lr)
-    dense_params = dense_parameters(dmp)
-    dense_opt = torch.optim.Adam(dense_params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.init == "xavier":
+        xavier_init(head)
+    model = CTRModel(spec, head, device=torch.device("meta"), init_fn=embedding_init_fn(cfg.embedding_init_std))
+    dmp = wrap_model(model, cfg.embedding_optimizer, cfg.embedding_lr, cfg.embedding_update)
+    optimizers = build_optimizers(cfg, dmp.named_parameters())
+
+    def embedding_penalty() -> torch.Tensor | None:
+        if not cfg.embedding_l2:
+            return None
+        if cfg.embedding_update == "dense":
+            return l2_penalty(optimizers.tables, cfg.embedding_l2)
+        return lookup_l2_penalty(dmp.module.last_field_emb, cfg.embedding_l2)
+
     auxiliary_loss = getattr(_head(dmp), "auxiliary_loss", None)  # mixture-of-experts heads
+    sharpness = None
+    if needs_closure(optimizers.dense):  # sharpness-aware: a second pass at perturbed dense weights
+        dense_params = [p for group in optimizers.dense.param_groups for p in group["params"]]
+        sharpness = DenseSharpnessStep(dmp, dmp.module.ebc, optimizers.dense, dense_params, cfg.grad_clip)
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    state: dict[str, Any] = {"epoch": 0, "best_auc": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": []}
+    state: dict[str, Any] = {"epoch": 0, "best_auc": -1.0, "best_metric": -float("inf"), "best_epoch": 0,
+                             "bad_epochs": 0, "history": []}
     if resume and (run_dir / "state.json").exists() and (run_dir / "last").exists():
         saved = json.loads((run_dir / "state.json").read_text())
         if _resumable(saved.get("config", {})) == _resumable(json.loads(json.dumps(asdict(cfg)))):
-            state = _load_checkpoint(run_dir, dmp, dense_opt)
+            state = _load_checkpoint(run_dir, dmp, optimizers)
             if rank == 0:
                 print(f"resumed {run_dir} after epoch {state['epoch']} (best AUC {state['best_auc']:.4f})")
         elif rank == 0:
@@ -196,11 +244,18 @@ def train(
             loss = loss_fn(logits, batch.labels)
             if auxiliary_loss is not None:
                 loss = loss + auxiliary_loss()
-            dense_opt.zero_grad()
+            penalty = embedding_penalty()
+            if penalty is not None:
+                loss = loss + penalty
+            optimizers.zero_grad()
             loss.backward()
             if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(dense_params, cfg.grad_clip)
-            dense_opt.step()
+                torch.nn.utils.clip_grad_norm_(optimizers.clipped, cfg.grad_clip)
+            if sharpness is None:
+                optimizers.step()
+            else:  # sharpness-aware (fused tables only): the loss again, at perturbed dense weights
+                sharpness.step(lambda: loss_fn(dmp(padded_to_kjt(spec, batch.ids, batch.mask), batch.dense), batch.labels)
+                               + (auxiliary_loss() if auxiliary_loss is not None else 0.0))
             seen += len(batch) * world
             running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
             bar.set_postfix(loss=f"{running:.4f}", val_auc=f"{state['best_auc']:.4f}")
@@ -209,13 +264,15 @@ def train(
         probs, val_corr = predict(dmp, spec, val_data, cfg.eval_batch_size)
         val_auc, val_ll = roc_auc(val_data.labels.numpy(), probs), log_loss(val_data.labels.numpy(), probs)
         state["history"].append({"epoch": epoch, "train_loss": running or float("nan"), "val_auc": val_auc,
-                                 "val_logloss": val_ll, "val_expert_correlation": val_corr})
+                                 "val_logloss": val_ll, "val_expert_correlation": val_corr,
+                                 "lr": optimizers.dense.param_groups[0]["lr"]})
         state["epoch"] = epoch
         if np.isnan(val_auc):
             raise ValueError("the validation split has a single class: AUC is undefined, early stopping cannot work")
-        improved = val_auc > state["best_auc"]
+        metric = selection_metric(cfg.monitor, val_auc, val_ll)
+        improved = metric > state["best_metric"] + 1e-6
         if improved:
-            state.update(best_auc=val_auc, best_epoch=epoch, bad_epochs=0)
+            state.update(best_auc=val_auc, best_metric=metric, best_epoch=epoch, bad_epochs=0)
             full = gather_full_state(dmp)
             if rank == 0:
                 torch.save(
@@ -225,11 +282,14 @@ def train(
                 )
         else:
             state["bad_epochs"] += 1
+            if cfg.lr_decay != 1.0:
+                fused = dmp.fused_optimizer if cfg.embedding_update == "fused" else None
+                state["lr"] = optimizers.decay_lr(cfg.lr_decay, fused)
         if rank == 0:
             flag = "*" if improved else " "
             corr = "" if np.isnan(val_corr) else f"  expert corr {val_corr:.4f}"
             print(f"{cfg.model} epoch {epoch:2d}{flag} loss {running:.4f}  val AUC {val_auc:.4f}  logloss {val_ll:.4f}{corr}", flush=True)
-        _save_checkpoint(run_dir, dmp, dense_opt, state)
+        _save_checkpoint(run_dir, dmp, optimizers, state)
     elapsed = time.perf_counter() - started
 
     # test metrics with the best weights

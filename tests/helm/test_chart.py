@@ -78,6 +78,12 @@ VALUE_SETS: dict[str, tuple[dict[str, Any], list[str]]] = {
         "abtestReport": {"enabled": False}, "streamProcessor": {"enabled": False},
         "metrics": {"dashboard": {"enabled": False}},
     }, []),
+    "jobs-indexed-and-cron": ({
+        "jobs": {"lightsam": {"enabled": True, "cells": 12, "parallelism": 3, "args": ["--set", "seeds=1"]},
+                 "nightly": {"enabled": True, "schedule": "0 2 * * *", "preset": "tiny", "cells": 4,
+                             "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}}}},
+        "jobsPushgatewayUrl": "http://pushgateway.monitoring:9091",
+    }, []),
 }
 
 
@@ -376,7 +382,7 @@ def test_external_kafka_and_redis() -> None:
 def test_prometheus_servicemonitor_when_the_crd_exists_else_annotations(name: str, expect_monitors: bool) -> None:
     m = docs(name)
     monitors = by_kind(m, "ServiceMonitor")
-    scraped = {"gateway": ("Deployment", "http"), "triton": ("Deployment", "metrics"), "stream": ("StatefulSet", "metrics")}
+    scraped = {"gateway": ("Deployment", "metrics"), "triton": ("Deployment", "metrics"), "stream": ("StatefulSet", "metrics")}
     for component, (kind, port_name) in scraped.items():
         obj = one(m, kind, f"{RELEASE}-{component}")
         annotations = obj["spec"]["template"]["metadata"].get("annotations", {})

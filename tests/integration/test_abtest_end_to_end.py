@@ -43,11 +43,25 @@ def test_cli_simulate_then_report(home):
     assert rep["valid"] and Path(rep["html"]).exists()
     doc = json.loads(Path(rep["json"]).read_text())
     assert doc["simulation"]["simulated"] is True
-    ctr = next(c for c in doc["comparisons"] if c["metric"] == "ctr")
-    assert ctr["rel_ci"][0] <= 0.08 <= ctr["rel_ci"][1] and ctr["true_rel_lift"] == pytest.approx(0.08)
+    ctr = next(c for c in doc["comparisons"] if c["metric"] == "ctr" and c["role"] == "metric")
+    assert ctr["true_rel_lift"] == pytest.approx(0.08) and ctr["p_value"] < 1e-4  # +8% on ~15k users per arm: power ~1
+    assert ctr["rel_ci"][0] > 0 and ctr["status"] == "ok" and ctr["mde"] > 0
+    # one verdict line per primary metric, with the detectable effect beside it
+    assert [v["metric"] for v in rep["verdicts"]] == ["gmv_per_user"]
+    assert rep["verdicts"][0]["verdict"] in {"ship", "don't ship", "keep running"} and rep["verdicts"][0]["mde"] > 0
+    assert any(c["role"] == "guardrail" for c in doc["comparisons"])
     html = Path(rep["html"]).read_text()
-    assert "SIMULATED DATA" in html and "Forest plot" in html and "Cumulative lift over time" in html
+    assert "SIMULATED DATA" in html and "Forest plot" in html and "Lift over time" in html and "Order-value quantiles" in html
     assert "SAMPLE RATIO MISMATCH" not in html
+
+
+def test_cli_power(home):
+    plan = recast(home, "power", "--mean", "0.74", "--sd", "17.2", "--lift", "0.05", "--users", "70000")
+    assert plan["users_per_arm"] == pytest.approx(2 * 17.2**2 * (1.959964 + 0.841621) ** 2 / (0.05 * 0.74) ** 2, rel=1e-4)
+    assert 0 < plan["power_at_lift"] < 0.8 and plan["mde"] > 0.05
+    logged = recast(home, "power", "--experiment", "dlf_vs_dmoe", "--lift", "0.1")
+    gmv = next(m for m in logged["metrics"] if m["metric"] == "gmv_per_user")
+    assert gmv["users_needed_per_arm"] > 0 and gmv["mde_now"] > 0
 
 
 def test_cli_report_shows_srm_banner(home, tmp_path):

@@ -47,10 +47,28 @@ def test_repo_files_are_a_feast_repository(stack) -> None:
     config = (repo / FEATURE_STORE_YAML).read_text()
     assert "project: recast_test" in config and "type: sqlite" in config
     assert "entity_key_serialization_version: 3" in config
-    assert str(build.features_dir.resolve() / USERS_FILE) in (repo / DEFINITIONS_FILE).read_text()
+    definitions = (repo / DEFINITIONS_FILE).read_text()
+    # paths relative to the repository: a moved or copied checkout keeps working
+    assert "'../features/users.parquet'" in definitions and str(settings.home) not in definitions
+    assert 'path: "online.db"' in config and str(settings.home) not in config
     assert settings.path(settings.feast.online_store_path).exists()
     state = json.loads((repo / STATE_FILE).read_text())
     assert state["applied"] == state["materialized"]["config"]
+
+
+def test_a_moved_checkout_still_serves(stack, tmp_path: Path) -> None:
+    import shutil
+
+    settings, build = stack
+    moved = tmp_path / "moved"
+    shutil.copytree(settings.home, moved)
+    reader = OnlineFeatureReader(moved / "feast_repo")
+    user = pl.read_parquet(build.path(USERS_FILE)).row(0, named=True)
+    assert reader.user_features(user["user"])["user_id"] == user["user_id"]
+    again = settings.model_copy(update={"home": moved})
+    ensure_feature_store(again)  # re-applied at the new place, nothing to rebuild
+    assert json.loads((moved / "feast_repo" / STATE_FILE).read_text())["applied"] != json.loads(
+        (repo_dir(settings) / STATE_FILE).read_text())["applied"]
 
 
 def test_online_values_equal_the_parquet(stack) -> None:

@@ -54,10 +54,10 @@ def env(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_stream_revises_matures_and_exports_metrics(env) -> None:
-    from streaming.forecast_events import decode
-    from streaming.forecast_plot import read_topic
-    from streaming.forecast_replay import read_series, replay
-    from streaming.forecast_service import ForecastService, ensure_forecast_topics
+    from forecasting.events import decode
+    from forecasting.plot import read_topic
+    from forecasting.replay import read_series, replay
+    from forecasting.service import ForecastService, ensure_forecast_topics
 
     settings, info = env
     assert ensure_forecast_topics(settings) == {settings.forecast.forecasts_topic: 2,
@@ -65,6 +65,7 @@ def test_stream_revises_matures_and_exports_metrics(env) -> None:
                                                 settings.forecast.revised_topic: 2}
     _, values, ts = read_series("victoria")
     start = len(values) - int(len(values) * 0.2) - L
+    poison = publish_poison(settings)
     sent = replay(settings, "victoria", start=start, limit=ROWS, stride=STRIDE)
     origins = [t for t in range(start, start + ROWS - 1) if (t - start) % STRIDE == 0]
     assert sent["forecasts"] == len(origins) and sent["actuals"] == ROWS
@@ -79,6 +80,13 @@ def test_stream_revises_matures_and_exports_metrics(env) -> None:
         totals = service.run(until_caught_up=True)
     finally:
         service.close()
+
+    # every poison record counted and skipped, none stopped the service
+    assert totals["invalid"] == len(poison)
+    invalid = {s.labels["reason"]: s.value for m in registry.collect() for s in m.samples
+               if s.name == "recast_forecast_invalid_total"}
+    # the two deeply nested records on each topic: named by the shared decoder, not a crash
+    assert sum(invalid.values()) == len(poison) and invalid["too_deep"] == 4, invalid
 
     # every forecast revised and published
     revised = [decode(v, ("revised_forecast",)) for v in read_topic(settings, settings.forecast.revised_topic)]
@@ -120,6 +128,25 @@ def test_stream_revises_matures_and_exports_metrics(env) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     plots = json.loads(out.stdout)["plots"]
     assert len(plots) >= 2 and all(Path(p).read_bytes()[:4] == b"\x89PNG" for p in plots)
+
+
+def publish_poison(settings) -> list[bytes | None]:
+    """Records no decoder should survive naively: deep nesting, non-UTF-8, wrong types, tombstones, junk."""
+    from kafka import KafkaProducer
+
+    from streaming.topics import producer_config
+
+    records = [b"[" * 200_000 + b"]" * 200_000, b'{"kind": "forecast", "v": 1, "x": ' + b"[" * 50_000 + b"]" * 50_000
+               + b"}", b"\xff\xfe\x00garbage", b'{"kind": "forecast", "v": 1, "series": 5, "ts_ms": "soon"}',
+               b'"just a string"', None]
+    producer = KafkaProducer(**producer_config(settings.kafka, linger_ms=1))
+    try:
+        for topic in (settings.forecast.forecasts_topic, settings.forecast.actuals_topic):
+            for value in records:
+                producer.send(topic, key=b"victoria", value=value).get(timeout=30)
+    finally:
+        producer.close(timeout=5)
+    return records * 2
 
 
 def store_stats(bundle, x: np.ndarray) -> tuple[float, float]:

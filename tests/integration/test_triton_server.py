@@ -238,3 +238,33 @@ def test_start_failure_is_loud(tmp_path: Path) -> None:
         server.stop()
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", http)) != 0
+
+
+def test_production_model_config_needs_the_onnxruntime_backend(tmp_path: Path) -> None:
+    """The production repository (``backend: "onnxruntime"``) cannot be served here: the
+    ``tritonserver`` bundled in the nvidia-pytriton wheel ships only the Python backend
+    (``backends/`` holds ``python`` alone), so the onnxruntime backend cannot load. What
+    this real server can still check is that the production ``config.pbtxt`` parses and
+    fails for that reason alone, not for a configuration error; serving it is left to the
+    NVIDIA container (helm chart).
+    """
+    http, grpc, metrics = _free_ports(3)
+    settings = Settings(
+        home=tmp_path,
+        triton=TritonSettings(http_port=http, grpc_port=grpc, metrics_port=metrics,
+                              venv=ROOT / ".venv-triton", startup_timeout_s=45),
+        export=ExportSettings(model_repository=tmp_path / "repo", local_model_repository=tmp_path / "repo_local"),
+    )
+    onnx = _tiny_onnx(tmp_path / "export" / "model.onnx", 0.01)
+    write_model_repository(onnx, SPEC, "tiny", 1, tmp_path / "repo", tmp_path / "repo_local", max_batch_size=64,
+                           site_packages=next((ROOT / ".venv-triton").glob("lib/python3*/site-packages")))
+    server = LocalTriton(settings, model_repository=tmp_path / "repo")
+    try:
+        with pytest.raises(Exception) as failed:
+            server.start(wait=True)
+    finally:
+        server.stop()
+    message = str(failed.value)
+    reasons = [line for line in message.splitlines() if "failed to load 'tiny'" in line]
+    assert reasons, message
+    assert all("unable to find backend library for backend 'onnxruntime'" in line for line in reasons), message

@@ -37,8 +37,9 @@ def cfg(traffic=1.0, holdout=0.0, weights=(1, 1), second_layer=True) -> Experime
 
 
 def test_bucket_is_a_fixed_function_of_unit_and_salt():
-    # pinned values: any change of the hash would silently reshuffle every running experiment
-    assert [bucket(u, "s") for u in ("1", "196", "user-42")] == [bucket("1", "s"), bucket("196", "s"), bucket("user-42", "s")]
+    # pinned literal values: any change of the hash would silently reshuffle every running experiment
+    assert [bucket(u, "s") for u in ("1", "196", "user-42")] == [9035, 8755, 1145]
+    assert bucket("196", "salt") == 8738 and bucket("0", "dlf_vs_dmoe-v1") == 7790
     import hashlib
 
     assert bucket("196", "salt") == int.from_bytes(hashlib.sha256(b"salt:196").digest()[:8], "big") % N_BUCKETS
@@ -46,6 +47,20 @@ def test_bucket_is_a_fixed_function_of_unit_and_salt():
     got = buckets(UNITS[:1000], "salt")
     assert got.tolist() == [bucket(u, "salt") for u in UNITS[:1000]]
     assert got.min() >= 0 and got.max() < N_BUCKETS
+
+
+def test_shipped_config_assignments_are_pinned():
+    """Literal assignments of the shipped experiments file: a change here moves users between arms."""
+    a = Assigner(load_config(DEFAULT_CONFIG))
+    got = {u: [(x.experiment, x.variant) for x in a.assign(u)] for u in ("1", "3", "4", "5", "17")}
+    assert got == {
+        "1": [],
+        "3": [("dlf_vs_dmoe", "treatment")],
+        "4": [("dlf_vs_dmoe", "control"), ("price_badge", "badge")],
+        "5": [("dlf_candidates", "control"), ("price_badge", "badge")],
+        "17": [("dlf_candidates", "wide"), ("price_badge", "badge")],
+    }
+    assert [u for u in map(str, range(1, 240)) if a.in_holdout(u)] == ["138", "188", "223"]
 
 
 def test_stable_across_processes():

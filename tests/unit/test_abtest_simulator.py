@@ -92,7 +92,7 @@ def test_deterministic_for_a_seed(features_dir):
     assert e1.equals(e2) and o1.equals(o2)
 
 
-def test_readout_recovers_the_injected_effects(big_run):
+def test_readout_of_the_injected_effects(big_run):
     sim, meta, exp, out = big_run
     r = analyze(CONFIG, "exp", exp, out, simulation=meta)
     assert r.valid and r.simulation["simulated"]
@@ -100,10 +100,9 @@ def test_readout_recovers_the_injected_effects(big_run):
     for m in ("ctr", "gmv_per_user", "aov"):
         c = by[m]
         assert c.true_rel_lift is not None
-        assert c.rel_ci[0] <= c.true_rel_lift <= c.rel_ci[1], (m, c.rel_lift, c.rel_ci, c.true_rel_lift)
         assert c.seq_ci[0] <= c.rel_lift <= c.seq_ci[1]
         assert c.seq_ci[1] - c.seq_ci[0] > c.rel_ci[1] - c.rel_ci[0]  # the price of peeking
-    assert by["ctr"].decision == "significant improvement"
+    assert by["ctr"].p_value < 1e-6  # +6% CTR on 40k users: detected with power ~1 (not a lucky seed)
     assert by["gmv_per_user"].cuped and by["gmv_per_user"].variance_reduction > 0
     assert by["ctr"].cuped and by["ctr"].variance_reduction > 0
     assert all(c.p_adjusted >= c.p_value - 1e-15 for c in r.comparisons)
@@ -114,6 +113,48 @@ def test_readout_recovers_the_injected_effects(big_run):
     d = r.to_dict()
     json.dumps(d, allow_nan=False)
     assert d["comparisons"][0]["metric"] == "gmv_per_user"
+
+
+def test_readout_intervals_cover_the_injected_effects_over_seeds(features_dir):
+    """Coverage of the readout's 95% intervals over 20 independent simulated experiments x 3 metrics.
+    Misses ~ Binomial(60, <= 0.05): P(more than 9) < 0.001, so 10 or more misses means the intervals are
+    too narrow (one draw checked alone fails 1 time in 7 for three intervals, whatever the engine)."""
+    cfg = CONFIG.model_copy(deep=True)
+    misses, total = 0, 0
+    for seed in range(20):
+        sim = MarketplaceSimulator(SimulationConfig(experiment="exp", n_units=6000, days=7, pre_days=3, seed=100 + seed,
+                                                    effects={"treatment": Effect(ctr=0.06, purchase=0.04)}, features_dir=features_dir), cfg)
+        sink = MemorySink()
+        meta = sim.simulate_direct(sink)
+        r = analyze(cfg, "exp", sink.exposures(), sink.outcomes(), simulation=meta, timeline=False)
+        for c in r.comparisons:
+            if c.metric in ("ctr", "gmv_per_user", "aov"):
+                total += 1
+                misses += not (c.rel_ci[0] <= c.true_rel_lift <= c.rel_ci[1])
+    assert total == 60 and misses <= 9, misses
+
+
+def test_global_holdout_readout(features_dir):
+    """Everything launched vs the holdout: units split by the holdout hash, the SRM check uses the
+    configured fraction, and the treatment's injected CTR lift shows up diluted (only the experiment's
+    treatment arm carries it)."""
+    from abtest.assignment import Assigner
+    from abtest.holdout import analyze_holdout
+
+    cfg = CONFIG.model_copy(deep=True)
+    cfg.holdout.fraction = 0.2
+    sim = MarketplaceSimulator(SimulationConfig(experiment="exp", n_units=20_000, days=7, pre_days=3, seed=4, features_dir=features_dir,
+                                                effects={"treatment": Effect(ctr=0.3)}), cfg)
+    sink = MemorySink()
+    sim.simulate_direct(sink)
+    r = analyze_holdout(cfg, sink.exposures(), sink.outcomes(), start=sim.start, timeline=False)
+    assert r.valid and set(r.units) == {"holdout", "launched"}
+    active = sink.exposures().filter(pl.col("ts") >= sim.start)["unit_id"].unique().to_list()
+    held = {u for u in active if Assigner(cfg).in_holdout(u)}
+    assert r.units["holdout"] == len(held) and 0.15 < r.units["holdout"] / sum(r.units.values()) < 0.25
+    ctr = next(c for c in r.comparisons if c.metric == "ctr")
+    assert ctr.control == "holdout" and ctr.rel_ci[0] > 0 and ctr.rel_lift < 0.3
+    assert r.verdicts and r.verdicts[0].metric == "gmv_per_user"
 
 
 def test_srm_invalidates_the_readout(features_dir):

@@ -277,10 +277,15 @@ def test_winsorize_nonzero_percentiles():
     assert w2.min() == pytest.approx(np.quantile(v, 0.1)) and w2.max() == pytest.approx(np.quantile(v, 0.9))
 
 
-def test_sample_size_formula():
-    n = S.sample_size_per_arm(1.0, 1.0, 0.1, 0.05, 0.8)
+def test_sample_size_mde_and_power_are_one_formula():
+    from abtest import power
+
+    n = power.sample_size_per_arm(mean=1.0, sd=1.0, lift=0.1)
     z = sps.norm.ppf(0.975) + sps.norm.ppf(0.8)
     assert approx(n, z * z * 2 / 0.01)
+    assert approx(power.minimum_detectable_effect(1.0, 1.0, n), 0.1)
+    assert power.power_at(1.0, 1.0, 0.1, n) == pytest.approx(0.8, abs=1e-4)  # (+ the far tail, ~1e-6)
+    assert approx(power.sample_size_per_arm(2.0, 3.0, 0.1, variance_reduction=0.3), 0.7 * 9 / 4 * n)
 
 
 def test_functions_broadcast_over_arrays():

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from training.metrics import ExpertCorrelation, correlation_from_moments
 from training.models import build_head, make_config
-from training.models.dmoe import EXPERTS, DMoE, DMoEConfig, pairwise_abs_correlation
+from training.models.dmoe import EXPERTS, DMoE, DMoEConfig, FMExpert, pairwise_abs_correlation
 
 F, D = 5, 8
 
@@ -70,12 +71,28 @@ def test_each_expert_shape_and_gradients(kind, num_dense):
     assert emb.grad is not None and emb.grad.abs().sum() > 0
 
 
-def test_fm_expert_uses_pairwise_interactions():
-    """The bi-interaction pooling equals sum_{i<j} e_i * e_j elementwise."""
+def test_fm_expert_computes_bi_interaction_pooling():
+    """Call the expert with its DNN path switched off: the output is BN(sum_{i<j} e_i * e_j) written out."""
+    torch.manual_seed(0)
+    cfg = DMoEConfig(expert_dim=D, hidden_units=(4,), dropout=0.0)
+    expert = FMExpert(F, D, 0, cfg).eval()  # BatchNorm at init in eval: x / sqrt(1 + eps)
+    with torch.no_grad():
+        expert.out.weight.zero_()
+        expert.out.weight[:, :D] = torch.eye(D)
+        expert.out.bias.zero_()
     emb = torch.randn(4, F, D)
-    bi = 0.5 * (emb.sum(1).pow(2) - emb.pow(2).sum(1))
     explicit = sum(emb[:, i] * emb[:, j] for i in range(F) for j in range(i + 1, F))
-    assert torch.allclose(bi, explicit, atol=1e-5)
+    torch.testing.assert_close(expert(emb, torch.zeros(4, 0)), explicit / (1 + expert.norm.eps) ** 0.5,
+                               rtol=1e-5, atol=1e-5)
+    # hand case: two fields (1, 2) and (3, -1) -> (1*3, 2*-1)
+    two = FMExpert(2, 2, 0, DMoEConfig(expert_dim=2, hidden_units=(4,), dropout=0.0)).eval()
+    with torch.no_grad():
+        two.out.weight.zero_()
+        two.out.weight[:, :2] = torch.eye(2)
+        two.out.bias.zero_()
+        two.norm.eps = 0.0
+    out = two(torch.tensor([[[1.0, 2.0], [3.0, -1.0]]]), torch.zeros(1, 0))
+    torch.testing.assert_close(out, torch.tensor([[3.0, -2.0]]))
 
 
 def test_per_expert_embeddings_are_disjoint_slices():
@@ -97,17 +114,44 @@ def test_switches_homogeneous_vs_heterogeneous():
         DMoE(F, D, 0, DMoEConfig(expert_types=("dnn", "nope")))
 
 
-def test_gated_mixture_and_auxiliary_loss():
+def test_gated_mixture_by_hand():
+    """g = softmax(W2 relu(W1 x_g + b1) + b2), logit = w . sum_k g_k h_k + b, with the gate,
+    tower and expert outputs set by hand (experts replaced by constants)."""
+
+    class Constant(nn.Module):
+        def __init__(self, value):
+            super().__init__()
+            self.value = torch.tensor(value)
+
+        def forward(self, emb, dense):
+            return self.value.expand(emb.shape[0], -1)
+
+    head = DMoE(2, 1, 0, DMoEConfig(expert_types=("dnn", "dnn"), per_expert_embeddings=False, expert_dim=2,
+                                    gate_hidden=1, decorrelation_weight=0.0))
+    head.experts = nn.ModuleList([Constant([1.0, 0.0]), Constant([0.0, 2.0])])
+    with torch.no_grad():
+        head.gate[0].weight.copy_(torch.tensor([[1.0, 1.0]]))
+        head.gate[0].bias.zero_()
+        head.gate[2].weight.copy_(torch.tensor([[1.0], [-1.0]]))
+        head.gate[2].bias.zero_()
+        head.tower.weight.copy_(torch.tensor([[1.0, 1.0]]))
+        head.tower.bias.fill_(0.5)
+    emb = torch.tensor([[[0.5], [0.5]]])  # gate input sum 1 -> relu 1 -> logits (1, -1)
+    g1 = np.exp(1) / (np.exp(1) + np.exp(-1))
+    expected = 0.5 + g1 * 1.0 + (1 - g1) * 2.0
+    assert head(emb, torch.zeros(1, 0)).item() == pytest.approx(expected, rel=1e-6)
+    assert head.last_gate[0, 0].item() == pytest.approx(g1, rel=1e-6)
+
+
+def test_auxiliary_loss_is_the_weighted_correlation_and_trains():
     torch.manual_seed(0)
     head = build_head("dmoe", F, D, 0, make_config("dmoe", {"decorrelation_weight": 0.5, "expert_dim": 4}))
     emb = torch.randn(32, F, head.embedding_dim, requires_grad=True)
     logits = head(emb, torch.zeros(32, 0))
-    assert logits.shape == (32,)
-    assert torch.allclose(head.last_gate.sum(1), torch.ones(32))
-    mixed = torch.einsum("bk,kbm->bm", head.last_gate, head.last_expert_outputs)
-    assert torch.allclose(head.tower(mixed).squeeze(1), logits, atol=1e-6)
+    reps = head.last_expert_outputs.detach().numpy()
+    corr = [abs(np.corrcoef(reps[i, :, t], reps[j, :, t])[0, 1]) for i in range(3) for j in range(i + 1, 3) for t in range(4)]
     aux = head.auxiliary_loss()
-    assert aux.item() == pytest.approx(0.5 * pairwise_abs_correlation(head.last_expert_outputs).item(), rel=1e-6)
+    assert aux.item() == pytest.approx(0.5 * float(np.mean(corr)), rel=1e-4)
     (logits.sum() + aux).backward()
     assert all(p.grad is not None for p in head.parameters() if p.requires_grad)
     off = DMoE(F, D, 0, DMoEConfig(decorrelation_weight=0.0))

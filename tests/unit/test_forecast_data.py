@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streaming.forecast_core import time_features
+from forecasting.contract import time_features
 from training.forecasting.data import ETTH1, generated_series, load_etth1, load_victoria, prepare, split_borders
 
 
@@ -48,3 +48,27 @@ def test_etth1_standard_windows() -> None:
     prep = prepare(load_etth1(), 96, 96)
     assert prep.series.columns == ["HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"]
     assert len(prep.windows("train")) == 8449 and len(prep.windows("test")) == 2785
+
+
+def test_dataset_descriptions_built_in_and_declared(tmp_path) -> None:
+    from forecasting.dataset import DatasetSpec
+    from training.forecasting.data import load_named
+
+    assert DatasetSpec.builtin("ETTm2").split_borders(69680, 96) == {
+        "train": (0, 34560), "val": (34560 - 96, 46080), "test": (46080 - 96, 57600)}
+    assert DatasetSpec.for_csv("/x/ETTh2.csv").borders == (8640, 11520, 14400)
+    assert DatasetSpec.for_csv("/x/other.csv").borders is None
+    s = generated_series(n=300, channels=3)
+    rows = ["date,a,b,load"] + [f"2020-01-{1 + i // 24:02d} {i % 24:02d}:00:00,{v[0]},{v[1]},{v[2]}"
+                                for i, v in enumerate(s.values[:240])]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    desc = tmp_path / "d.json"
+    desc.write_text('{"name": "mine", "path": "d.csv", "target": "load", "covariates": ["b"], '
+                    '"fractions": [0.5, 0.25, 0.25]}')
+    series = load_named(str(desc))
+    assert series.name == "mine" and series.columns == ["b", "load"] and series.values.shape == (240, 2)
+    prep = prepare(series, 24, 12)
+    assert prep.borders == {"train": (0, 120), "val": (96, 180), "test": (156, 240)}
+    desc.write_text('{"name": "bad", "path": "d.csv", "covariates": ["nope"]}')
+    with pytest.raises(ValueError, match="nope"):
+        load_named(str(desc))

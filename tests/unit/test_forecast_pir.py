@@ -115,13 +115,80 @@ def test_global_revision_denormalises_with_the_query_statistics() -> None:
     assert torch.allclose(revised, expected, atol=1e-4)
 
 
-def test_alpha_grows_with_the_estimated_error() -> None:
-    pir = PIR(cfg())
+def _local_only(gates: str = "paper") -> PIR:
+    torch.manual_seed(0)
+    pir = PIR(cfg(use_global=False, gates=gates)).eval()
     with torch.no_grad():
-        pir.alpha_w.uniform_(-3, 3)  # any raw value: the slope is softplus(raw) >= 0
-    d = torch.linspace(0, 5, 50).view(-1, 1)
-    alpha = torch.sigmoid(torch.nn.functional.softplus(pir.alpha_w) * d + pir.alpha_b)
-    assert (alpha[1:] >= alpha[:-1]).all()
+        pir.local.head.weight.normal_(0, 0.5)
+    return pir
+
+
+@pytest.mark.parametrize("gates", ["paper", "per_step"])
+def test_alpha_scales_the_local_correction_through_forward(gates: str) -> None:
+    """ŷ - ȳ = α·y_local: doubling σ⁻¹(α) changes the correction by exactly the ratio of the α values."""
+    pir = _local_only(gates)
+    x, base, marks, sims, targets, mask = inputs()
+    corrections, alphas = [], []
+    for a in (0.2, 0.6):
+        with torch.no_grad():
+            pir.alpha_w.fill_(-50.0 if gates == "per_step" else 0.0)  # slope 0 (per_step: softplus(-50))
+            pir.alpha_b.fill_(float(torch.logit(torch.tensor(a))))
+        revised, _ = pir(x, base, marks, sims, targets, mask)
+        corrections.append(revised - base)
+        alphas.append(pir.gates(x, base, sims, mask)[0])
+    assert torch.allclose(alphas[0], torch.full_like(alphas[0], 0.2), atol=1e-6)
+    assert corrections[0].abs().max() > 1e-3
+    assert torch.allclose(corrections[1], corrections[0] * 3.0, atol=1e-5)
+
+
+def test_alpha_grows_with_the_estimated_error_per_step_gates() -> None:
+    """``per_step`` keeps α's slope >= 0: a window with a larger δ gets a larger α, whatever the raw weights."""
+    pir = _local_only("per_step")
+    with torch.no_grad():
+        pir.alpha_w.uniform_(-3, 3)
+    x, base, marks, sims, targets, mask = inputs()
+    alpha, _ = pir.gates(x, base, sims, mask)
+    delta = pir.estimate(x, base)
+    order = torch.argsort(delta[:, 0])
+    a = alpha[order, 0]  # [B, H] sorted by δ of channel 0
+    assert (a[1:] >= a[:-1] - 1e-7).all()
+
+
+def test_beta_mixes_in_the_retrieval_forecast_through_forward() -> None:
+    """Global only, all hits the same normalised target t: ŷ = ȳ + β·(t·std + mean - ȳ), β from PIR's gates."""
+    torch.manual_seed(0)
+    pir = PIR(cfg(use_local=False)).eval()
+    x, base, marks, sims, _, mask = inputs()
+    t = torch.randn(B, C, 1, H).repeat(1, 1, K, 1)
+    revised, _ = pir(x, base, marks, sims, t, mask)
+    _, beta = pir.gates(x, base, sims, mask)
+    assert ((beta > 0) & (beta < 1)).all() and beta.std() > 0  # σ(MLP(δ, sims)) varies with the window
+    xt = x.transpose(1, 2)
+    mean, std = xt.mean(-1, keepdim=True), torch.sqrt(xt.var(-1, keepdim=True, unbiased=False) + 1e-5)
+    y_ret = t[:, :, 0] * std + mean
+    expected = base + (beta * (y_ret - base.transpose(1, 2))).transpose(1, 2)
+    assert torch.allclose(revised, expected, atol=1e-5)
+    # a channel without a valid neighbour gets β = 0: its revised forecast is the base
+    mask0 = mask.clone()
+    mask0[:, 1] = 0
+    revised0, _ = pir(x, base, marks, sims, t, mask0)
+    assert torch.equal(revised0[:, :, 1], base[:, :, 1])
+
+
+def test_guard_keep_zeroes_both_gates_through_forward() -> None:
+    torch.manual_seed(0)
+    pir = PIR(cfg()).eval()
+    with torch.no_grad():
+        pir.local.head.weight.normal_(0, 0.5)
+        pir.keep[1, :] = 0
+        pir.keep[0, H // 2:] = 0
+    x, base, marks, sims, targets, mask = inputs()
+    revised, _ = pir(x, base, marks, sims, targets, mask)
+    assert torch.equal(revised[:, :, 1], base[:, :, 1])
+    assert torch.equal(revised[:, H // 2:, 0], base[:, H // 2:, 0])
+    assert (revised[:, : H // 2, 0] - base[:, : H // 2, 0]).abs().min() > 0
+    alpha, beta = pir.gates(x, base, sims, mask)
+    assert float(alpha[:, 1].abs().max()) == 0.0 and float(beta[:, 1].abs().max()) == 0.0
 
 
 def test_loss_is_mse_plus_lambda_l1_of_the_estimator() -> None:
@@ -146,7 +213,8 @@ def test_delta_is_detached_from_the_revision_gates() -> None:
 
 def test_pipeline_keeps_the_backbone_frozen_and_improves_a_weak_backbone() -> None:
     from training.forecasting.data import generated_series, prepare
-    from training.forecasting.train import FitConfig, fit_pipeline
+    from training.forecasting.pipeline import fit_pipeline
+    from training.forecasting.train import FitConfig
 
     prep = prepare(generated_series(n=900, channels=2, seed=1), 48, 12)
     run = fit_pipeline(prep, "dlinear", FitConfig(epochs=1, batch_size=64, lr=1e-3),
@@ -158,18 +226,40 @@ def test_pipeline_keeps_the_backbone_frozen_and_improves_a_weak_backbone() -> No
     assert np.isfinite(t["delta"]["r2"])
 
 
+def arrays_with_hits(x: np.ndarray, base: np.ndarray, marks: np.ndarray, n_pairs: int = 12, seed: int = 1):
+    """PIRArrays over a real store of random pairs (some queries with fewer than K valid hits)."""
+    from forecasting.store import RetrievalStore
+    from training.forecasting.train import PIRArrays
+
+    rng = np.random.default_rng(seed)
+    store = RetrievalStore(C, L, H, 64)
+    store.add(rng.normal(size=(n_pairs, L, C)), rng.normal(size=(n_pairs, H, C)), np.arange(n_pairs))
+    not_after = np.array([n_pairs] * (len(x) - 1) + [2])  # the last query only sees 3 pairs (< K)
+    sims, index = store.search(x, K, not_after=not_after)
+    return PIRArrays(x, np.zeros_like(base), marks, base, sims, index, store)
+
+
 def test_onnx_export_parity(tmp_path) -> None:
     pytest.importorskip("onnxruntime")
     from training.forecasting.export import export_pir, pir_parity
-    from training.forecasting.train import PIRArrays
 
     torch.manual_seed(0)
     pir = PIR(cfg()).eval()
     with torch.no_grad():
         pir.local.head.weight.normal_(0, 0.2)
-    x, base, marks, sims, targets, mask = (t.numpy() for t in inputs())
-    mask[0, 0, 2:] = 0
-    arr = PIRArrays(x, np.zeros_like(base), marks, base, sims, targets, mask)
+        pir.keep[0, : H // 2] = 0  # the guard's mask is part of the graph
+    x, base, marks, *_ = (t.numpy() for t in inputs())
+    arr = arrays_with_hits(x, base, marks)
+    assert arr.arrays(slice(None))[5][-1].sum() == 3 * C
     path = export_pir(pir, tmp_path / "pir.onnx")
     diff, delta = pir_parity(pir, path, arr)
     assert diff <= 1e-5 and delta.shape == (B, C)
+
+
+def test_paper_softmax_temperature_is_a_switch() -> None:
+    pir = PIR(cfg(use_local=False, retrieval_temperature=1.0))
+    assert float(pir.global_.log_tau) == 0.0 and not pir.global_.log_tau.requires_grad
+    sims = torch.tensor([[[0.9, 0.5, 0.1, 0.0, 0.0]]])
+    targets = torch.arange(5.0).view(1, 1, 5, 1).repeat(1, 1, 1, H)
+    out = pir.global_(sims, targets, torch.ones(1, 1, 5))[0, 0, 0]
+    assert torch.isclose(out, (torch.softmax(sims[0, 0], 0) * torch.arange(5.0)).sum(), atol=1e-5)

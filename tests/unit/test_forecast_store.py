@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from streaming.forecast_core import RetrievalStore
-from streaming.forecast_service import MaturityTracker, Pending
+from forecasting.store import RetrievalStore
+from forecasting.service import MaturityTracker, Pending
 
 L, H, C = 16, 4, 2
 STEP = 3_600_000

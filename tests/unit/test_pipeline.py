@@ -197,6 +197,7 @@ def test_spec_and_vocab_files(built) -> None:
     assert {f.name: f.vocab_size for f in spec.sparse} == {n: len(v) + 1 for n, v in vocab.items()}
     assert spec.feature("genres").max_len == 6 and spec.total_slots == 13
     assert spec.meta["dataset"] == "ml-100k" and spec.meta["users"] == 41 and spec.meta["items"] == 31
+    assert len(spec.meta["input_hash"]) == 64  # inputs + parameters: another file or seed, another hash
 
 
 # --------------------------------------------------------------------------- idempotence

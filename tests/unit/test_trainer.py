@@ -24,6 +24,7 @@ from training.trainer import TrainConfig, train
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
+SMALL_DLF = {"num_layers": 2, "n_compress": 4, "n_fm": 4, "rank": 4, "block_hidden": 32, "head_hidden": 32}
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 
 
@@ -48,7 +49,8 @@ def distributed_run(synthetic_features: Path, tmp_path_factory: pytest.TempPathF
     proc = subprocess.run(
         [str(TORCHRUN), "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m", "training.run",
          "--features-dir", str(synthetic_features), "--run-dir", str(run_dir),
-         "--config-json", json.dumps({"model": "dlf", "epochs": 1, "batch_size": 512, "progress": False}), "--no-resume"],
+         "--config-json", json.dumps({"model": "dlf", "epochs": 1, "batch_size": 512, "progress": False,
+                                      "hparams": SMALL_DLF}), "--no-resume"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
     return proc, run_dir
@@ -162,3 +164,42 @@ def test_resume_with_tuple_hparams(synthetic_features: Path, tmp_path: Path, cap
     result = train(replace(cfg, epochs=2), synthetic_features, tmp_path, resume=True)
     assert "after epoch 1" in capsys.readouterr().out
     assert [h["epoch"] for h in result.history] == [1, 2]
+
+
+def test_official_recipe_dense_tables_adam_l2_decay_and_selection(synthetic_features: Path, tmp_path: Path) -> None:
+    """embedding_update=dense: tables are trained by Adam with the whole-table L2 penalty, the full model is
+    clipped, LR drops x0.1 after every epoch without improvement, selection is on AUC - logloss."""
+    from training.recipes import OFFICIAL_FUXICTR
+
+    recipe = {**OFFICIAL_FUXICTR, "batch_size": 256, "embedding_dim": 8, "embedding_l2": 1e-3}
+    cfg = TrainConfig(model="dlf", hparams={**SMALL_DLF, "variant": "att_self_gate"}, epochs=4, patience=100,
+                      progress=False, max_steps_per_epoch=6, **recipe)
+    result = train(cfg, synthetic_features, tmp_path / "official", resume=False)
+    metric = [h["val_auc"] - h["val_logloss"] for h in result.history]
+    assert result.best_epoch == int(np.argmax(metric)) + 1
+    lrs = [h["lr"] for h in result.history]
+    for i in range(1, len(lrs)):
+        improved = metric[i] > max(metric[:i]) + 1e-6
+        assert lrs[i] == pytest.approx(lrs[i - 1] if improved else lrs[i - 1] * 0.1)
+    best = torch.load(tmp_path / "official" / "best.pt", weights_only=False)
+    table = best["state_dict"][f"ebc.embedding_bags.{table_name('user_id')}.weight"]
+    assert table.std() < 0.05  # N(0, 1e-4) init, moved by Adam (not TorchRec's uniform init)
+    assert (table != 0).all()
+    _check_export(tmp_path / "official" / "best.pt", tmp_path / "export", synthetic_features)  # attention exports too
+
+
+def test_fused_embedding_l2_shrinks_the_tables(synthetic_features: Path, tmp_path: Path) -> None:
+    norms = {}
+    for l2 in (0.0, 1.0):
+        cfg = TrainConfig(model="lr", epochs=1, batch_size=256, max_steps_per_epoch=20, embedding_l2=l2, progress=False)
+        train(cfg, synthetic_features, tmp_path / str(l2), resume=False)
+        best = torch.load(tmp_path / str(l2) / "best.pt", weights_only=False)
+        norms[l2] = best["state_dict"][f"ebc.embedding_bags.{table_name('item_id')}.weight"].norm().item()
+    assert norms[1.0] < 0.9 * norms[0.0], norms
+
+
+def test_recipe_switches_that_cannot_work_are_refused(synthetic_features: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="embedding_update=dense"):
+        train(TrainConfig(model="lr", grad_clip_scope="full", progress=False), synthetic_features, tmp_path / "a")
+    with pytest.raises(ValueError, match="CUDA"):
+        train(TrainConfig(model="lr", embedding_optimizer="adam", progress=False), synthetic_features, tmp_path / "b")

@@ -6,4 +6,5 @@
 ``pir``      PIR (Liu et al., NeurIPS 2025): identification + local/global revision
 ``train``    seeded training loops with early stopping, evaluation, PIR arrays
 ``export``   ONNX export (backbone and PIR) with parity checks; the service bundle
+``cli``      `recast forecast train|export` (the runtime CLI forwards these here)
 """

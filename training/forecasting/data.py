@@ -1,14 +1,13 @@
 """Forecasting data: CSV series, the standard split and scaling, sliding windows.
 
-* :func:`load_csv` reads any CSV in the ETT layout (a ``date`` column, then
-  one column per channel; ``ds``/``y`` as in statsmodels works too).
-* :func:`prepare` applies the long-horizon protocol of the literature
-  (Time-Series-Library): for ETTh*-shaped data (``split="ett_hour"``) the
-  12/4/4-month borders (train rows 0..8639, val 8640-L..11519, test
-  11520-L..14399); otherwise 70/10/20 % by time with the same look-back
-  overlap (``split="ratio"``); a StandardScaler fitted on the train rows only.
+* :func:`load_spec` / :func:`load_csv` read a CSV through its declarative
+  description (forecasting/dataset.py): ETTh1/h2/m1/m2 keep the borders of
+  the literature (Time-Series-Library: 12/4/4 months), anything else is split
+  70/10/20 % by time, with the look-back overlap.
+* :func:`prepare` splits, fits a StandardScaler on the train rows only and
+  attaches the calendar features.
 * :class:`WindowSet` holds every (input, target) window of one split with its
-  calendar covariates (:func:`streaming.forecast_core.time_features`).
+  calendar covariates (:func:`forecasting.contract.time_features`).
 * :func:`load_victoria` is the hourly Victoria electricity demand that ships
   inside statsmodels (3,600 rows, 2012); :func:`generated_series` makes small
   seasonal multivariate series for tests.
@@ -24,9 +23,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import polars as pl
 
-from streaming.forecast_core import time_features
+from forecasting.contract import time_features
+from forecasting.dataset import DatasetSpec, read_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 ETTH1 = ROOT.parent / "shared" / "data" / "ETTh1.csv"
@@ -43,6 +42,8 @@ class Series:
     columns: list[str]
     values: np.ndarray
     ts_ms: np.ndarray
+    spec: DatasetSpec | None = None
+    """How it is split (None: 70/10/20 % by time)."""
 
     @property
     def step_ms(self) -> int:
@@ -50,25 +51,18 @@ class Series:
         return int(np.median(steps)) if len(steps) else HOUR_MS
 
 
+def load_spec(spec: DatasetSpec) -> Series:
+    """The series a :class:`forecasting.dataset.DatasetSpec` describes (its borders travel with it)."""
+    cols, values, ts_ms = read_csv(spec)
+    return Series(spec.name, cols, values, ts_ms, spec)
+
+
 def load_csv(path: str | Path, columns: list[str] | None = None, name: str | None = None) -> Series:
-    """A CSV with a time column (``date`` or ``ds``) and numeric channels; ``columns`` picks/orders them."""
-    path = Path(path)
-    frame = pl.read_csv(path, try_parse_dates=True)
-    time_col = next((c for c in ("date", "ds", "timestamp", "time") if c in frame.columns), None)
-    if time_col is None:
-        raise ValueError(f"{path}: no time column (date, ds, timestamp or time) in {frame.columns}")
-    ts = frame[time_col]
-    if ts.dtype == pl.Utf8:
-        ts = ts.str.to_datetime()
-    ts_ms = ts.dt.cast_time_unit("ms").cast(pl.Int64).to_numpy()
-    chans = columns or [c for c in frame.columns if c != time_col]
-    missing = [c for c in chans if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path}: columns {missing} not found")
-    values = frame.select([pl.col(c).cast(pl.Float32) for c in chans]).to_numpy().astype(np.float32)
-    if not np.isfinite(values).all():
-        raise ValueError(f"{path}: missing or non-finite values")
-    return Series(name or path.stem, list(chans), values, ts_ms.astype(np.int64))
+    """A CSV with a time column (``date``/``ds``/...) and numeric channels; ETT files keep their borders."""
+    spec = DatasetSpec.for_csv(path, name)
+    if columns is not None:
+        spec.covariates, spec.target = list(columns), None
+    return load_spec(spec)
 
 
 def victoria_path() -> Path:
@@ -134,6 +128,10 @@ class WindowSet:
     def __len__(self) -> int:
         return len(self.x)
 
+    def subset(self, keep: np.ndarray) -> "WindowSet":
+        """The windows selected by a boolean mask or index array (same alignment)."""
+        return WindowSet(self.x[keep], self.y[keep], self.marks[keep], self.start[keep], self.seq_len, self.pred_len)
+
     @property
     def target_end(self) -> np.ndarray:
         """Row index of each window's last target step (when its pair matures)."""
@@ -176,26 +174,14 @@ class Prepared:
 
 
 def split_borders(n: int, seq_len: int, split: Literal["ett_hour", "ratio"] = "ratio") -> dict[str, tuple[int, int]]:
-    if split == "ett_hour":
-        month = 30 * 24
-        b1 = [0, 12 * month - seq_len, 12 * month + 4 * month - seq_len]
-        b2 = [12 * month, 12 * month + 4 * month, 12 * month + 8 * month]
-        if n < b2[2]:
-            raise ValueError(f"ett_hour split needs {b2[2]} rows, the series has {n}")
-    else:
-        n_train, n_test = int(n * 0.7), int(n * 0.2)
-        n_val = n - n_train - n_test
-        b1 = [0, n_train - seq_len, n - n_test - seq_len]
-        b2 = [n_train, n_train + n_val, n]
-    return {"train": (b1[0], b2[0]), "val": (b1[1], b2[1]), "test": (b1[2], b2[2])}
+    """Borders of the ETTh protocol (``ett_hour``) or 70/10/20 % (``ratio``); see forecasting/dataset.py."""
+    spec = DatasetSpec.builtin("etth1") if split == "ett_hour" else DatasetSpec("ratio")
+    return spec.split_borders(n, seq_len)
 
 
-def prepare(series: Series, seq_len: int = 96, pred_len: int = 96,
-            split: Literal["ett_hour", "ratio", "auto"] = "auto") -> Prepared:
-    """Split, scale (train rows only) and attach calendar features."""
-    if split == "auto":
-        split = "ett_hour" if series.name.lower().startswith("etth") else "ratio"
-    borders = split_borders(len(series.values), seq_len, split)
+def prepare(series: Series, seq_len: int = 96, pred_len: int = 96) -> Prepared:
+    """Split (the series' dataset description, else 70/10/20 %), scale (train rows only), calendar features."""
+    borders = (series.spec or DatasetSpec(series.name)).split_borders(len(series.values), seq_len)
     tb, te = borders["train"]
     scaler = StandardScaler.fit(series.values[tb:te])
     return Prepared(series, scaler.transform(series.values), time_features(series.ts_ms), scaler, borders,
@@ -206,14 +192,16 @@ def load_etth1(path: str | Path | None = None) -> Series:
     p = Path(path) if path else ETTH1
     if not p.exists():
         raise FileNotFoundError(f"{p} not found: ETTh1 lives in ../shared/data beside the checkout")
-    return load_csv(p, name="ETTh1")
+    return load_spec(DatasetSpec.builtin("ETTh1", p))
 
 
 def load_named(name: str) -> Series:
-    """``etth1``, ``victoria``, ``generated`` or a CSV path."""
+    """``etth1`` (beside the checkout), ``victoria``, ``generatedN``, a CSV path or a dataset description (.json)."""
     low = name.lower()
     if low == "etth1":
         return load_etth1()
+    if low.endswith(".json"):
+        return load_spec(DatasetSpec.from_json(name))
     if low == "victoria":
         return load_victoria()
     if low.startswith("generated"):

@@ -9,7 +9,7 @@ Graphs (dynamic batch):
   ``revised`` [B, H, C], ``delta`` [B, C].
 
 The top-K search is not in the graph: the retrieval store stays numpy
-(``store.npz``, streaming/forecast_core.py) so the online service can grow it
+(``store.npz``, forecasting/store.py) so the online service can grow it
 with matured pairs. Both graphs are checked against PyTorch on real windows
 (max |ONNX Runtime - PyTorch| <= 1e-5, else the export fails).
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -30,14 +31,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from streaming.forecast_core import RetrievalStore
+from forecasting.store import RetrievalStore
 from training.forecasting.data import Prepared
 from training.forecasting.pir import PIR
 from training.forecasting.train import PIRArrays
 
 PIR_INPUTS = ["x", "base", "marks", "sims", "targets", "mask"]
 PIR_OUTPUTS = ["revised", "delta"]
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2
 
 
 def _session(path: Path):
@@ -83,9 +84,10 @@ def backbone_parity(model: nn.Module, path: Path, x: np.ndarray) -> float:
 def pir_parity(pir: PIR, path: Path, arr: PIRArrays, rows: int = 256) -> tuple[float, np.ndarray]:
     """max |ONNX Runtime - PyTorch| over both outputs, and the ONNX δ of those rows."""
     sl = slice(0, min(rows, len(arr)))
-    feeds = dict(zip(PIR_INPUTS, (np.ascontiguousarray(a[sl]).astype(np.float32)
-                                  for a in (arr.x, arr.base, arr.marks, arr.sims, arr.targets, arr.mask))))
-    onnx_rev, onnx_delta = _session(path).run(PIR_OUTPUTS, feeds)
+    feeds = dict(zip(PIR_INPUTS, (a.astype(np.float32) for a in arr.arrays(sl)[:6])))
+    session = _session(path)
+    declared = {i.name for i in session.get_inputs()}  # unused inputs (e.g. marks) are pruned by the exporter
+    onnx_rev, onnx_delta = session.run(PIR_OUTPUTS, {k: v for k, v in feeds.items() if k in declared})
     rev, delta = pir(*(torch.from_numpy(v) for v in feeds.values()))
     return float(max(np.max(np.abs(onnx_rev - rev.numpy())), np.max(np.abs(onnx_delta - delta.numpy())))), onnx_delta
 
@@ -100,6 +102,8 @@ def store_in_ms(store: RetrievalStore, prep: Prepared, capacity: int | None = No
     out.keys[:, :m] = store.keys[:, keep]
     out.targets[:, :m] = store.targets[:, keep]
     out.matured_at[:m] = prep.series.ts_ms[store.matured_at[keep]]
+    out.series[:m] = store.series[keep]
+    out.series_ids = dict(store.series_ids)
     out.size, out.next, out.added = m, m % out.capacity, m
     return out
 
@@ -119,9 +123,14 @@ def write_bundle(out_dir: Path, backbone_name: str, backbone: nn.Module, pir: PI
     if not (base_diff <= tolerance and pir_diff <= tolerance):
         raise RuntimeError(f"ONNX parity failed: backbone {base_diff:.3g}, PIR {pir_diff:.3g} > {tolerance:g}")
     online = store_in_ms(store, prep, store_capacity)
-    online.save(out_dir / "store.npz")
+    version = f"{backbone_name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+    online.save(out_dir / "store.npz", bundle_version=version)
+    stale = out_dir / "store.online.npz"
+    if stale.exists():  # a retrain starts a fresh online store (the service also refuses a foreign one)
+        stale.unlink()
     meta = {
         "format": BUNDLE_FORMAT,
+        "version": version,
         "series": prep.series.name,
         "columns": prep.series.columns,
         "seq_len": c.seq_len,
@@ -134,8 +143,9 @@ def write_bundle(out_dir: Path, backbone_name: str, backbone: nn.Module, pir: PI
         "backbone": {"name": backbone_name, "config": asdict(backbone.config)},
         "pir": asdict(c),
         "store": {"pairs": online.size, "capacity": online.capacity},
-        # 90th percentile of δ per channel on the parity rows: the service's default warning threshold
+        # 90th percentile of δ per channel on validation windows (never test): the default warning threshold
         "delta_p90": np.quantile(delta, 0.9, axis=0).astype(float).tolist(),
+        "guard": {"keep_steps": pir.keep.numpy().astype(int).tolist()},
         "parity": {"backbone_max_abs_diff": base_diff, "pir_max_abs_diff": pir_diff, "rows": rows,
                    "tolerance": tolerance},
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -147,7 +157,7 @@ def write_bundle(out_dir: Path, backbone_name: str, backbone: nn.Module, pir: PI
 
 # ---------------------------------------------------------------------------- train + export (the CLI's path)
 def save_checkpoint(path: Path, run, backbone_name: str, series: str, prep: Prepared) -> Path:
-    """Weights and configs of a :class:`training.forecasting.train.PIRRun` (``recast forecast export`` input)."""
+    """Weights and configs of a :class:`training.forecasting.pipeline.PIRRun` (``recast forecast export`` input)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"backbone": backbone_name, "backbone_config": asdict(run.backbone.config),
                 "backbone_state": run.backbone.state_dict(), "pir_config": asdict(run.pir.config),
@@ -157,7 +167,11 @@ def save_checkpoint(path: Path, run, backbone_name: str, series: str, prep: Prep
 
 
 def export_checkpoint(checkpoint: Path, out_dir: Path, store_capacity: int | None = None) -> dict[str, Any]:
-    """checkpoint.pt -> bundle: rebuild the data, the models and the training store, export, check parity."""
+    """checkpoint.pt -> bundle: rebuild the data, the models and the training store, export, check parity.
+
+    Parity and the δ warning thresholds use the validation windows: the test
+    split is never looked at to configure the service.
+    """
     from training.forecasting.data import load_named, prepare
     from training.forecasting.pir import PIRConfig
     from training.forecasting.train import build_backbone, pir_arrays, predict, training_store
@@ -172,29 +186,37 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, store_capacity: int | Non
     pir.load_state_dict(ck["pir_state"])
     pir.eval()
     store = training_store(prep)
-    test = prep.windows("test")
-    arrays = pir_arrays(test, predict(backbone, test), store, pir.config.top_k, exclude_overlap=False)
+    val = prep.windows("val")
+    arrays = pir_arrays(val, predict(backbone, val), store, pir.config.top_k)
+    summary = ck["summary"]
     return write_bundle(out_dir, ck["backbone"], backbone, pir, prep, store, arrays, store_capacity=store_capacity,
-                        extra={"source": ck["series"], "test": ck["summary"]["test"]})
+                        extra={"source": ck["series"], "test": summary["test"],
+                               "calibration": summary.get("calibration"),
+                               "guard_decisions": summary.get("guard"), "k_scores": summary.get("k_scores")})
 
 
 def train_bundle(series: str, backbone: str, seq_len: int, pred_len: int, epochs: int, pir_epochs: int,
                  out_dir: Path, seed: int = 2021, store_capacity: int | None = None, threads: int = 1,
-                 log=None) -> dict[str, Any]:
-    """Train backbone + PIR on ``series`` (standard split), save ``checkpoint.pt`` in ``out_dir``, export the bundle."""
+                 log=None, calibration: str = "holdout", top_ks: tuple[int, ...] | None = None,
+                 pir_config: dict[str, Any] | None = None, parts: tuple[str, ...] = ("full",)) -> dict[str, Any]:
+    """Train backbone + PIR on ``series`` (its split), guard it, save ``checkpoint.pt`` in ``out_dir``, export."""
     import dataclasses
 
     from training.forecasting.data import load_named, prepare
-    from training.forecasting.train import default_fit, default_pir_fit, fit_pipeline
+    from training.forecasting.pipeline import fit_pipeline
+    from training.forecasting.train import default_fit, default_pir_fit
 
     torch.set_num_threads(threads)
     prep = prepare(load_named(series), seq_len, pred_len)
     bfit = dataclasses.replace(default_fit(backbone), epochs=epochs, seed=seed)
     pfit = dataclasses.replace(default_pir_fit(), epochs=pir_epochs, seed=seed)
-    run = fit_pipeline(prep, backbone, bfit, pir_fit=pfit, log=log)
+    run = fit_pipeline(prep, backbone, bfit, pir_config=pir_config, pir_fit=pfit, calibration=calibration,
+                       top_ks=top_ks, parts=parts, log=log)
     out_dir = Path(out_dir)
     save_checkpoint(out_dir / "checkpoint.pt", run, backbone, series, prep)
     meta = export_checkpoint(out_dir / "checkpoint.pt", out_dir, store_capacity)
-    return {"bundle": str(out_dir), "test": run.test, "store_pairs": meta["store"]["pairs"],
+    return {"bundle": str(out_dir), "version": meta["version"], "test": run.test, "store_pairs": meta["store"]["pairs"],
             "parity": meta["parity"], "backbone_epochs": run.backbone_fit.epochs_run,
-            "pir_epochs": run.pir_fit.epochs_run}
+            "pir_epochs": run.pir_fit.epochs_run, "calibration": run.calibration.scheme,
+            "guard_kept": run.guard.kept_fraction, "top_k": run.pir.config.top_k, "series": prep.series.name,
+            "backbone": backbone}

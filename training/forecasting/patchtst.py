@@ -3,8 +3,9 @@
 What is implemented, as in the paper and the authors' ``PatchTST_supervised`` code:
 
 * **RevIN** (Kim et al., ICLR 2022): each channel of each window is normalised
-  by its own mean and standard deviation, with a learnable per-channel affine
-  map, and the forecast is de-normalised the same way;
+  by its own mean and standard deviation (the affine map is optional: the
+  authors' ETTh1 script runs RevIN without it, our default too)
+  and the forecast is de-normalised the same way;
 * **channel independence**: every channel is an independent univariate
   sequence that shares all weights (the batch is ``B*C`` sequences);
 * **patching**: the series is padded at the end by repeating its last value
@@ -47,7 +48,8 @@ class PatchTSTConfig:
     attn_dropout: float = 0.0
     head_dropout: float = 0.0
     revin: bool = True
-    revin_affine: bool = True
+    revin_affine: bool = False
+    """The authors' ETTh1 script: RevIN without the affine part."""
     residual_attention: bool = True
 
     @property

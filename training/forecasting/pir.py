@@ -23,7 +23,7 @@ What follows the paper: the three blocks above, two-layer identification
 network with channel embedding, the L1-to-realised-MSE objective, the
 Transformer with inter-channel attention over forecast and exogenous tokens,
 instance normalisation + cosine similarity + top-K softmax retrieval over
-training pairs (K = 50, from the paper's grid {10, 20, 50}), the combination
+training pairs (K from the paper's grid {10, 20, 50}, tuned on validation by the caller), the combination
 formula, σ on α and β, λ = 1, the frozen backbone.
 
 Our reading where the paper leaves room (or where we chose differently on purpose):
@@ -33,31 +33,45 @@ Our reading where the paper leaves room (or where we chose differently on purpos
   de-normalised with the query's, form a retrieval forecast ``y_ret``, and
   ``y_global = y_ret - ȳ``; with β in (0, 1) the global term interpolates
   between the backbone and the retrieval forecast. The softmax has a
-  learned temperature (similarities of close neighbours all sit near 1).
+  learned temperature starting at 0.1 (similarities of close neighbours all
+  sit near 1, so the paper's plain softmax weighs them almost equally);
+  ``retrieval_temperature=1.0`` restores the plain softmax.
 * ``y_local`` is a correction too: the token of channel ``c`` embeds its base
   forecast, instance-normalised with the input window's mean/std (plus
   ``E_c``); a zero-initialised linear head maps the encoder output back to
   ``H`` steps, scaled by the channel's input standard deviation. At
   initialisation ``y_local = 0``, so PIR starts from the backbone.
-* α and β are per channel and per horizon step (``Linear(1 -> H)``); the
-  slope of α is kept non-negative (softplus) so α grows with the estimated
-  error, the monotonicity the paper describes (a reviewer's concern). β
-  sees δ and the K similarities and is zeroed for a channel with no valid
-  neighbour (an empty store online); its bias starts at -2 (β ≈ 0.12).
+* ``gates="paper"`` (default): α = σ(w·δ + b), β = σ(MLP(δ, sims)), one
+  value per channel, β's bias starting at 0 (β = 0.5). ``gates="per_step"``
+  (an earlier choice of ours, kept switchable): one gate per horizon step
+  (``Linear(1 -> H)``), α's slope kept non-negative (softplus), β's bias at
+  -2 (β ≈ 0.12). Either way β is zeroed for a channel with no valid
+  neighbour (an empty store online).
+* The guard (training/forecasting/guard.py, not in the paper) multiplies the
+  correction by a fixed 0/1 mask per channel and horizon step: where the
+  revision did not beat the backbone on held-out windows, α = β = 0.
 * δ enters α and β detached, so only the L1 term shapes the estimator and δ
   stays a calibrated error estimate (the service publishes it as a warning);
   the estimator sees the window and forecast instance-normalised plus the
   window's mean and log-std, and is warmed up alone for 3 epochs before the
   joint phase (training/forecasting/train.py), which is early-stopped after
   1-2 epochs on ETTh1, too few for the estimator alone.
+* Covariates: every variate of the dataset is a channel, so the local
+  revision has one token per variate's forecast (ETT: the six load columns
+  beside ``OT``) plus one token per exogenous calendar feature over input +
+  horizon. Text covariates are out of scope.
 * Channel tokens of the local revision embed the base forecast only (the
   paper's "immediate forecasts of covariates"); ``local_input_window=True``
   adds the input window. The local Transformer is small (1 layer, d_model
   32, dropout 0.2): on ETTh1 bigger ones fit the backbone's *training*
   residuals and lowered the validation MSE while raising the test MSE.
-* Offline, a training query never retrieves a pair overlapping its own
-  span (``|Δ end| < L + H``); online, only pairs matured before the
-  forecast's input ends are eligible (see streaming/forecast_core.py).
+* Offline as online, a query only retrieves pairs that matured no later
+  than its own origin (the last input step; forecasting/store.py), so no
+  query ever sees its own target or a later one.
+* PIR learns from the backbone's *out-of-sample* forecasts (the
+  calibration scheme of training/forecasting/calibration.py); the paper's
+  official code fits on the training windows' in-sample forecasts
+  (``calibration="insample"`` restores it).
 * The retrieval itself (top-K search) runs outside the network, in numpy,
   so the exported ONNX graph takes the K similarities, normalised targets
   and a validity mask, and the online store can grow without re-export.
@@ -71,7 +85,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from streaming.forecast_core import EPS, N_TIME_FEATURES
+from forecasting.contract import EPS, N_TIME_FEATURES
 
 
 @dataclass
@@ -98,6 +112,12 @@ class PIRConfig:
     local_input_window: bool = False
     """Channel tokens also embed the input window (the paper's tokens: the base forecast only)."""
     use_global: bool = True
+    retrieval_temperature: float | None = None
+    """None: the softmax over similarities has a learned temperature starting at 0.1 (ours); a number fixes it
+    (1.0: the plain softmax of the paper)."""
+    gates: str = "paper"
+    """``paper``: α = σ(w·δ + b) and β = σ(MLP(δ, sims)), one gate per channel, β's bias starting at 0;
+    ``per_step``: one gate per horizon step, α's slope kept >= 0 (softplus), β's bias starting at -2."""
 
 
 class Identification(nn.Module):
@@ -174,7 +194,8 @@ class GlobalRevision(nn.Module):
 
     def __init__(self, c: PIRConfig) -> None:
         super().__init__()
-        self.log_tau = nn.Parameter(torch.tensor(float(torch.log(torch.tensor(0.1)))))
+        log_tau = torch.log(torch.tensor(0.1 if c.retrieval_temperature is None else c.retrieval_temperature))
+        self.log_tau = nn.Parameter(log_tau, requires_grad=c.retrieval_temperature is None)
 
     def forward(self, sims: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # sims/mask [B, C, K], targets [B, C, K, H] -> normalised retrieval forecast [B, C, H]
@@ -193,10 +214,16 @@ class PIR(nn.Module):
         self.identification = Identification(c)
         self.local = LocalRevision(c)
         self.global_ = GlobalRevision(c)
-        self.alpha_w = nn.Parameter(torch.zeros(c.pred_len))
-        self.alpha_b = nn.Parameter(torch.zeros(c.pred_len))
-        self.beta = nn.Sequential(nn.Linear(1 + c.top_k, c.beta_hidden), nn.GELU(), nn.Linear(c.beta_hidden, c.pred_len))
-        nn.init.constant_(self.beta[-1].bias, -2.0)
+        if c.gates not in ("paper", "per_step"):
+            raise ValueError(f"gates must be 'paper' or 'per_step', got {c.gates!r}")
+        gate_out = 1 if c.gates == "paper" else c.pred_len
+        self.alpha_w = nn.Parameter(torch.zeros(gate_out))
+        self.alpha_b = nn.Parameter(torch.zeros(gate_out))
+        self.beta = nn.Sequential(nn.Linear(1 + c.top_k, c.beta_hidden), nn.GELU(), nn.Linear(c.beta_hidden, gate_out))
+        nn.init.constant_(self.beta[-1].bias, 0.0 if c.gates == "paper" else -2.0)
+        self.register_buffer("keep", torch.ones(c.n_channels, c.pred_len))
+        """The guard's decisions (training/forecasting/guard.py): 0 where the revision did not beat the
+        backbone on held-out windows, i.e. α = β = 0 in that channel and horizon block."""
 
     @staticmethod
     def _stats(x: torch.Tensor, base: torch.Tensor):
@@ -221,15 +248,28 @@ class PIR(nn.Module):
         correction = torch.zeros_like(bt)
         if c.use_local:
             y_local = self.local(xn, bn, marks, self.channel_embedding) * std
-            alpha = torch.sigmoid(F.softplus(self.alpha_w) * d_in + self.alpha_b)
+            alpha = self._alpha(d_in)
             correction = correction + alpha * y_local
         if c.use_global:
             y_ret = self.global_(sims, targets, mask) * std + mean
             y_global = y_ret - bt
-            has = mask.amax(dim=-1, keepdim=True)  # [B, C, 1]: any valid neighbour
-            beta = torch.sigmoid(self.beta(torch.cat([d_in, sims * mask], dim=-1))) * has
+            beta = self._beta(d_in, sims, mask)
             correction = correction + beta * y_global
-        return base + correction.transpose(1, 2), delta
+        return base + (correction * self.keep).transpose(1, 2), delta
+
+    def _alpha(self, d_in: torch.Tensor) -> torch.Tensor:
+        slope = self.alpha_w if self.config.gates == "paper" else F.softplus(self.alpha_w)
+        return torch.sigmoid(slope * d_in + self.alpha_b)
+
+    def _beta(self, d_in: torch.Tensor, sims: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        has = mask.amax(dim=-1, keepdim=True)  # [B, C, 1]: any valid neighbour
+        return torch.sigmoid(self.beta(torch.cat([d_in, sims * mask], dim=-1))) * has
+
+    def gates(self, x: torch.Tensor, base: torch.Tensor, sims: torch.Tensor,
+              mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """α and β [B, C, H or 1] as :meth:`forward` applies them, the guard's ``keep`` included."""
+        d_in = self.estimate(x, base).unsqueeze(-1)
+        return self._alpha(d_in) * self.keep, self._beta(d_in, sims, mask) * self.keep
 
     def loss(self, revised: torch.Tensor, delta: torch.Tensor, base: torch.Tensor,
              y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:

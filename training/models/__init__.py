@@ -15,6 +15,7 @@ from torch import nn
 from training.models.dcnv2 import DCNv2, DCNv2Config
 from training.models.deepfm import DeepFM, DeepFMConfig
 from training.models.dlf import DLF, DLFConfig
+from training.models.dlf_branch_softmax import BranchSoftmaxDLF, BranchSoftmaxDLFConfig
 from training.models.dmoe import DMoE, DMoEConfig
 from training.models.finalmlp import FinalMLP, FinalMLPConfig
 from training.models.lr import LogisticRegression, LRConfig
@@ -25,6 +26,7 @@ MODELS: dict[str, tuple[type[nn.Module], type]] = {
     "dcnv2": (DCNv2, DCNv2Config),
     "finalmlp": (FinalMLP, FinalMLPConfig),
     "dlf": (DLF, DLFConfig),
+    "dlf_branch_softmax": (BranchSoftmaxDLF, BranchSoftmaxDLFConfig),
     "dmoe": (DMoE, DMoEConfig),
 }
 

@@ -1,43 +1,50 @@
-"""DLF: Dynamic Low-Order-Aware Fusion for CTR prediction (SIGIR 2025).
+"""DLF: Dynamic Low-Order-Aware Fusion for CTR prediction (SIGIR 2025), as published.
 
-Each of L layers maps token embeddings E^(l) [B, F_l, d] to E^(l+1)
-[B, F_{l+1}, d] with three branches of the Residual-Aware Low-Order
-Interaction Network (RLI), fused by the Network-Aware Attention Fusion
-(NAF), then a flattened MLP head gives the logit.
+Follows the authors' code (github.com/Keffee/DLF, FuxiCTR-based), whose
+classes ``variant`` selects:
 
-Branches (sigma = ReLU, vec = flatten, E^(1) = the field embeddings):
+* ``"dlf"``: ``models.py:DLF`` with ``DLF_layers.py:DLFLayer``
+* ``"att_cross"``: ``DLF_att_cross`` / ``DLFLayer_att_cross``
+* ``"att_self"``: ``DLF_att_self`` / ``DLFLayer_att_self``
+* ``"att_self_gate"``: ``DLF_att_self_gate`` / ``DLFLayer_att_self_gate``
 
-* low-rank (alpha):  A = sigma(W_LO vec(E^(1) (E^(l))^T W_LI) + b_LO)   -> [n_lo, d]
-  W_LI in R^{F_l x R} contracts the field axis of E^(l), so E^(1) E^(l)T W_LI
-  is [F_1, R]: every layer keeps an explicit interaction with the raw
-  first-order fields (the "low-order awareness").
-* high-rank (beta):  C = sigma(W_CO vec(E^(l) (E^(l))^T W_CI) + b_CO)   -> [n_co, d]
-* implicit (gamma):  D = sigma(W_D^T E^(l) + b_D)                       -> [n_d, d]
-  W_D in R^{F_l x n_d} mixes along the field axis (a DNN over tokens).
-* gated residual:    r = g * (P^T E^(l)), g = sigmoid(W_g vec(E^(l)) + b_g) in R^{F_{l+1}},
-  P in R^{F_l x F_{l+1}} (identity when F_l = F_{l+1}).
+(the project's earlier reading is ``training/models/dlf_branch_softmax.py``).
+E^(1) = x0 [B, F, d] are the field embeddings, E^(l) [B, F_l, d] a layer's
+input. Branches, with W in R^{F_l x R} (kaiming-uniform) and
+MLP = Linear(h) -> BatchNorm -> ReLU -> Dropout -> Linear (``block_layers``):
 
-Fusion (NAF), our reading of "network-aware attention": each branch k is
-summarised by the mean of its tokens s_k; a query from the layer input
-q = W_q mean(E^(l)) scores the branches, a = softmax_k(q . W_k s_k / sqrt(d)),
-and the branches enter the next layer weighted by K * a_k (so uniform
-attention equals plain concatenation):
+* compress (LCB):   C  = (E^(l)^T W_C)^T                                   [n_compress, d]
+* high-order (FMB): H  = MLP(LN(vec(E^(l) (E^(l)^T W_H))))                 [n_fm, d]
+* low-order (FMB x0): L = MLP(LN(vec(P0(x0) (E^(l)^T W_L))))               [n_fm, d]
+  where P0 projects the F raw fields to F_l tokens (identity when equal): each
+  layer keeps an explicit interaction with the first-order fields.
+* attention (att_*): multi-head self-attention over tokens (Q, K, V without
+  bias, no 1/sqrt(d) scaling: the official code passes a boolean ``use_scale``
+  that is False), its [F_in, d] output flattened d-major -> LN -> MLP -> [n_att, d].
 
-    E^(l+1) = LayerNorm_d( concat_k(K a_k B_k) + r )
+Fusion and residual, P_res the token projection F_l -> F_{l+1} (identity when equal):
 
-Where the paper is ambiguous we follow these readings:
+* dlf / att_cross / att_self:  E^(l+1) = LN_d(concat(H, L, C[, A]) + P_res E^(l))
+* att_self_gate (no low-order branch): tokens T = concat(C, H, A); learnable
+  queries Q [F_{l+1}, d] attend over them, S = softmax(Q T^T) T; a softmax gate
+  g = softmax(W_g [mean C, mean H, mean A]) mixes the branch means,
+  m = sum_k g_k mean_k; E^(l+1) = LN_d(S + m + P_res E^(l)).
 
-* W_LO / W_CO are one linear map each (the equations), optionally an MLP
-  (``block_hidden_units``; the public reference code uses one 512-unit hidden
-  layer with BatchNorm) and a LayerNorm on vec(...) before it, as the code does.
-* ``fusion="concat"`` switches to the public code's plain ``DLF`` class:
-  no attention, no gate, E^(l+1) = LayerNorm(concat(A, C, D) + P^T E^(l)).
-* Dense features, when present, are projected to one extra token of E^(1).
+The attention input is all layer tokens (att_cross, n_att = ``n_attention``),
+or for att_self and att_self_gate n_att = F tokens: the gate variant reads the
+last F tokens (the previous layer's attention slots; all fields in layer 1).
+The official att_self layer means to do the same but its test compares F_l
+with n_compress + n_fm + n_att (the model has 2 n_fm FM tokens), so it always
+attends over all tokens; we follow the code as it runs and offer the intent
+as ``att_self_own_tokens``. The logit is MLP(vec(E^(L))) (``head_layers``,
+BatchNorm). Dense features become one token each, v_i * w_i (FuxiCTR's numeric
+embedding). Defaults are the official config (DLF_default: 3 layers, 16/16/16
+tokens, rank 24, 512-unit blocks and head, dropout 0); the trainer's recipe
+(xavier-normal Linear init, N(0, 1e-4) embeddings, Adam) is training/recipes.py.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -46,145 +53,180 @@ from torch import nn
 
 from training.models.common import MLP
 
+Variant = Literal["dlf", "att_cross", "att_self", "att_self_gate"]
+
 
 @dataclass
 class DLFConfig:
+    variant: Variant = "dlf"
     num_layers: int = 3
-    n_low_rank: int = 16
-    n_high_rank: int = 16
-    n_implicit: int = 16
+    n_compress: int = 16
+    """num_emb_lcb: tokens of the linear compress block."""
+    n_fm: int = 16
+    """num_emb_fmb: tokens of each factorization block."""
+    n_attention: int = 16
+    """num_emb_att of att_cross (att_self / att_self_gate use the number of fields, as the official models)."""
     rank: int = 24
-    block_hidden_units: tuple[int, ...] = ()
-    head_hidden_units: tuple[int, ...] = (512,)
-    dropout: float = 0.1
-    fusion: Literal["attention", "concat"] = "attention"
-    gated_residual: bool = True
-    block_activation: Literal["relu", "none"] = "relu"
-    """sigma on the branch outputs: ReLU as in the equations, or none as in the public code."""
+    block_hidden: int = 512
+    block_layers: int = 2
+    head_hidden: int = 512
+    head_layers: int = 2
+    dropout: float = 0.0
+    num_heads: int = 2
+    attention_scale: bool = False
+    """Divide attention scores by sqrt(head dim) (the official code never does)."""
+    att_self_own_tokens: bool = False
+    """att_self: attend over the previous layer's attention tokens only (the official code's intent)."""
 
 
-class _InteractionProjection(nn.Module):
-    """sigma(W vec(LN(X)) + b) reshaped into ``n_out`` tokens of width d."""
+def official_mlp(in_dim: int, layers: int, hidden: int, out_dim: int, dropout: float) -> MLP:
+    """DLF_MLP: (layers - 1) x [Linear(hidden), BatchNorm, ReLU, Dropout], then Linear(out_dim)."""
+    return MLP(in_dim, (hidden,) * (layers - 1), dropout, batch_norm=True, out_dim=out_dim)
 
-    def __init__(self, in_dim: int, n_out: int, d: int, hidden: tuple[int, ...], dropout: float, activate: bool = True) -> None:
+
+class TokenProjection(nn.Module):
+    """X [B, n_in, d] -> (X^T W)^T [B, n_out, d], W in R^{n_in x n_out}, no bias
+    (DLF_LinearCompressBlock and DLF_ResidualProjection)."""
+
+    def __init__(self, n_in: int, n_out: int) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(in_dim)
-        self.proj = MLP(in_dim, hidden, dropout, batch_norm=bool(hidden), out_dim=n_out * d)
-        self.n_out, self.d, self.activate = n_out, d, activate
+        self.weight = nn.Parameter(torch.empty(n_in, n_out))
+        nn.init.kaiming_uniform_(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.proj(self.norm(x.flatten(1)))
-        return (torch.relu(out) if self.activate else out).view(-1, self.n_out, self.d)
+        return torch.matmul(x.transpose(1, 2), self.weight).transpose(1, 2)
 
 
-class LowRankBlock(nn.Module):
-    """alpha: explicit interaction of the raw fields E^(1) with the current tokens."""
+class FactorizationBlock(nn.Module):
+    """MLP(LN(vec(left (X^T W)))): left = X (high order) or the projected x0 (low order)."""
 
-    def __init__(self, f1: int, fl: int, d: int, n_out: int, rank: int, hidden: tuple[int, ...], dropout: float, activate: bool = True) -> None:
+    def __init__(self, n_in: int, n_out: int, d: int, rank: int, layers: int, hidden: int, dropout: float) -> None:
         super().__init__()
-        self.w_in = nn.Parameter(torch.empty(fl, rank))
-        nn.init.kaiming_uniform_(self.w_in, a=math.sqrt(5))
-        self.out = _InteractionProjection(f1 * rank, n_out, d, hidden, dropout, activate)
+        self.weight = nn.Parameter(torch.empty(n_in, rank))
+        nn.init.kaiming_uniform_(self.weight)
+        self.norm = nn.LayerNorm(n_in * rank)
+        self.mlp = official_mlp(n_in * rank, layers, hidden, n_out * d, dropout)
+        self.n_out, self.d = n_out, d
 
-    def forward(self, e1: torch.Tensor, el: torch.Tensor) -> torch.Tensor:
-        compressed = torch.matmul(el.transpose(1, 2), self.w_in)  # [B, d, R]
-        return self.out(torch.bmm(e1, compressed))  # [B, F1, R] -> [B, n_out, d]
+    def forward(self, x: torch.Tensor, left: torch.Tensor | None = None) -> torch.Tensor:
+        compressed = torch.matmul(x.transpose(1, 2), self.weight)  # [B, d, R]
+        inter = torch.bmm(x if left is None else left, compressed)  # [B, n_in, R]
+        return self.mlp(self.norm(inter.flatten(1))).view(-1, self.n_out, self.d)
 
 
-class HighRankBlock(nn.Module):
-    """beta: interaction of the current tokens with themselves (higher orders)."""
+class AttentionBlock(nn.Module):
+    """DLF_MultiHeadSelfAttention: self-attention over n_in tokens, then LN -> MLP to n_out tokens."""
 
-    def __init__(self, fl: int, d: int, n_out: int, rank: int, hidden: tuple[int, ...], dropout: float, activate: bool = True) -> None:
+    def __init__(self, n_in: int, n_out: int, d: int, heads: int, layers: int, hidden: int, dropout: float,
+                 scale: bool) -> None:
         super().__init__()
-        self.w_in = nn.Parameter(torch.empty(fl, rank))
-        nn.init.kaiming_uniform_(self.w_in, a=math.sqrt(5))
-        self.out = _InteractionProjection(fl * rank, n_out, d, hidden, dropout, activate)
+        if d % heads:
+            raise ValueError(f"embedding dim {d} must be divisible by num_heads={heads}")
+        self.q, self.k, self.v = (nn.Linear(d, d, bias=False) for _ in range(3))
+        self.heads, self.head_dim, self.scale = heads, d // heads, scale
+        self.attn_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.norm = nn.LayerNorm(n_in * d)
+        self.mlp = official_mlp(n_in * d, layers, hidden, n_out * d, dropout)
+        self.n_out, self.d = n_out, d
 
-    def forward(self, el: torch.Tensor) -> torch.Tensor:
-        compressed = torch.matmul(el.transpose(1, 2), self.w_in)
-        return self.out(torch.bmm(el, compressed))
-
-
-class ImplicitBlock(nn.Module):
-    """gamma: sigma(W_D^T E^(l) + b), a dense mix along the field axis."""
-
-    def __init__(self, fl: int, d: int, n_out: int, activate: bool = True) -> None:
-        super().__init__()
-        self.mix = nn.Linear(fl, n_out)
-        self.activate = activate
-
-    def forward(self, el: torch.Tensor) -> torch.Tensor:
-        out = self.mix(el.transpose(1, 2)).transpose(1, 2)
-        return torch.relu(out) if self.activate else out
-
-
-class NetworkAwareAttentionFusion(nn.Module):
-    """Weights each branch by attention between the layer input and the branch summary."""
-
-    def __init__(self, d: int, num_branches: int) -> None:
-        super().__init__()
-        self.query = nn.Linear(d, d, bias=False)
-        self.key = nn.Linear(d, d, bias=False)
-        self.num_branches = num_branches
-        self.scale = 1.0 / math.sqrt(d)
-
-    def weights(self, el: torch.Tensor, branches: list[torch.Tensor]) -> torch.Tensor:
-        q = self.query(el.mean(dim=1))  # [B, d]
-        keys = self.key(torch.stack([b.mean(dim=1) for b in branches], dim=1))  # [B, K, d]
-        scores = torch.einsum("bd,bkd->bk", q, keys) * self.scale
-        return torch.softmax(scores, dim=1)
-
-    def forward(self, el: torch.Tensor, branches: list[torch.Tensor]) -> torch.Tensor:
-        a = self.weights(el, branches) * self.num_branches
-        return torch.cat([b * a[:, k, None, None] for k, b in enumerate(branches)], dim=1)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q, k, v = (proj(x).view(b, n, self.heads, self.head_dim).transpose(1, 2) for proj in (self.q, self.k, self.v))
+        scores = torch.matmul(q, k.transpose(-1, -2))
+        if self.scale:
+            scores = scores / self.head_dim ** 0.5
+        out = torch.matmul(self.attn_dropout(scores.softmax(dim=-1)), v)  # [B, H, n, hd]
+        out = out.transpose(1, 2).reshape(b, n, self.d)
+        flat = out.transpose(1, 2).reshape(b, -1)  # d-major, as the official code flattens
+        return self.mlp(self.norm(flat)).view(b, self.d, self.n_out).transpose(1, 2)
 
 
 class DLFLayer(nn.Module):
-    def __init__(self, f1: int, fl: int, d: int, cfg: DLFConfig) -> None:
+    """One layer of the plain / att_cross / att_self variants."""
+
+    def __init__(self, f1: int, fl: int, d: int, cfg: DLFConfig, n_att: int, att_in: int) -> None:
         super().__init__()
-        self.f_out = cfg.n_low_rank + cfg.n_high_rank + cfg.n_implicit
-        act = cfg.block_activation == "relu"
-        self.low = LowRankBlock(f1, fl, d, cfg.n_low_rank, cfg.rank, cfg.block_hidden_units, cfg.dropout, act)
-        self.high = HighRankBlock(fl, d, cfg.n_high_rank, cfg.rank, cfg.block_hidden_units, cfg.dropout, act)
-        self.implicit = ImplicitBlock(fl, d, cfg.n_implicit, act)
-        self.residual_proj = nn.Linear(fl, self.f_out, bias=False) if fl != self.f_out else None
-        self.attention = cfg.fusion == "attention"
-        self.fusion = NetworkAwareAttentionFusion(d, 3) if self.attention else None
-        self.gate = nn.Linear(fl * d, self.f_out) if (self.attention and cfg.gated_residual) else None
+        block = (cfg.rank, cfg.block_layers, cfg.block_hidden, cfg.dropout)
+        self.compress = TokenProjection(fl, cfg.n_compress)
+        self.high = FactorizationBlock(fl, cfg.n_fm, d, *block)
+        self.low = FactorizationBlock(fl, cfg.n_fm, d, *block)
+        self.x0_projection = TokenProjection(f1, fl) if f1 != fl else None
+        self.attention = (AttentionBlock(att_in, n_att, d, cfg.num_heads, cfg.block_layers, cfg.block_hidden,
+                                         cfg.dropout, cfg.attention_scale) if n_att else None)
+        self.att_in = att_in
+        self.f_out = cfg.n_compress + 2 * cfg.n_fm + n_att
+        self.residual = TokenProjection(fl, self.f_out) if fl != self.f_out else None
         self.norm = nn.LayerNorm(d)
 
-    def forward(self, e1: torch.Tensor, el: torch.Tensor) -> torch.Tensor:
-        branches = [self.low(e1, el), self.high(el), self.implicit(el)]
-        if self.fusion is not None:
-            fused = self.fusion(el, branches)
-        else:
-            fused = torch.cat(branches, dim=1)
-        residual = el if self.residual_proj is None else self.residual_proj(el.transpose(1, 2)).transpose(1, 2)
-        if self.gate is not None:
-            residual = residual * torch.sigmoid(self.gate(el.flatten(1))).unsqueeze(2)
-        return self.norm(fused + residual)
+    def forward(self, el: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        x0 = x0 if self.x0_projection is None else self.x0_projection(x0)
+        parts = [self.high(el), self.low(el, left=x0), self.compress(el)]
+        if self.attention is not None:
+            parts.append(self.attention(el[:, -self.att_in:]))
+        residual = el if self.residual is None else self.residual(el)
+        return self.norm(torch.cat(parts, dim=1) + residual)
+
+
+class GatedAttentionLayer(nn.Module):
+    """DLFLayer_att_self_gate: learnable-query attention over the branch tokens plus a softmax branch gate."""
+
+    def __init__(self, fl: int, d: int, cfg: DLFConfig, n_att: int) -> None:
+        super().__init__()
+        block = (cfg.rank, cfg.block_layers, cfg.block_hidden, cfg.dropout)
+        self.compress = TokenProjection(fl, cfg.n_compress)
+        self.high = FactorizationBlock(fl, cfg.n_fm, d, *block)
+        self.attention = AttentionBlock(n_att, n_att, d, cfg.num_heads, cfg.block_layers, cfg.block_hidden,
+                                        cfg.dropout, cfg.attention_scale)
+        self.n_att = n_att
+        self.f_out = cfg.n_compress + cfg.n_fm + n_att
+        self.queries = nn.Parameter(torch.randn(self.f_out, d))
+        self.gate = nn.Linear(3 * d, 3)
+        self.residual = TokenProjection(fl, self.f_out) if fl != self.f_out else None
+        self.norm = nn.LayerNorm(d)
+
+    def forward(self, el: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        branches = [self.compress(el), self.high(el), self.attention(el[:, -self.n_att:])]
+        tokens = torch.cat(branches, dim=1)  # [B, f_out, d]
+        weights = torch.softmax(torch.matmul(self.queries, tokens.transpose(1, 2)), dim=-1)  # [B, f_out, f_out]
+        attended = torch.bmm(weights, tokens)
+        means = [b.mean(dim=1) for b in branches]
+        g = torch.softmax(self.gate(torch.cat(means, dim=1)), dim=1)  # [B, 3]
+        mixed = sum(g[:, k, None] * m for k, m in enumerate(means))
+        residual = el if self.residual is None else self.residual(el)
+        return self.norm(attended + mixed.unsqueeze(1) + residual)
 
 
 class DLF(nn.Module):
     def __init__(self, num_fields: int, embedding_dim: int, num_dense: int, config: DLFConfig | None = None) -> None:
         super().__init__()
         cfg = config or DLFConfig()
+        self.cfg = cfg
         self.embedding_dim = d = embedding_dim
-        self.dense_token = nn.Linear(num_dense, d) if num_dense else None
-        f1 = num_fields + (1 if num_dense else 0)
-        layers, fl = [], f1
-        for _ in range(cfg.num_layers):
-            layer = DLFLayer(f1, fl, d, cfg)
+        self.dense_weight = nn.Parameter(torch.empty(num_dense, d)) if num_dense else None
+        if self.dense_weight is not None:
+            nn.init.xavier_normal_(self.dense_weight)
+        f1 = num_fields + num_dense
+        layers: list[nn.Module] = []
+        fl = f1
+        for index in range(cfg.num_layers):
+            if cfg.variant == "att_self_gate":
+                layer: nn.Module = GatedAttentionLayer(fl, d, cfg, n_att=f1)
+            elif cfg.variant == "dlf":
+                layer = DLFLayer(f1, fl, d, cfg, n_att=0, att_in=fl)
+            else:
+                n_att = cfg.n_attention if cfg.variant == "att_cross" else f1
+                own = cfg.variant == "att_self" and cfg.att_self_own_tokens and index > 0
+                layer = DLFLayer(f1, fl, d, cfg, n_att=n_att, att_in=n_att if own else fl)
             layers.append(layer)
             fl = layer.f_out
         self.layers = nn.ModuleList(layers)
-        self.head = MLP(fl * d, cfg.head_hidden_units, cfg.dropout, batch_norm=True, out_dim=1)
+        self.head = official_mlp(fl * d, cfg.head_layers, cfg.head_hidden, 1, cfg.dropout)
 
     def forward(self, field_emb: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        e1 = field_emb
-        if self.dense_token is not None:
-            e1 = torch.cat([e1, self.dense_token(dense).unsqueeze(1)], dim=1)
-        el = e1
+        x0 = field_emb
+        if self.dense_weight is not None:
+            x0 = torch.cat([x0, dense.unsqueeze(2) * self.dense_weight], dim=1)
+        el = x0
         for layer in self.layers:
-            el = layer(e1, el)
+            el = layer(el, x0)
         return self.head(el.flatten(1)).squeeze(1)

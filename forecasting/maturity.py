@@ -1,7 +1,7 @@
 """Maturity of forecasts: a (window, target) pair enters the store only once its whole horizon is observed.
 
 Pure bookkeeping over numpy arrays (no Kafka, no ONNX), so a forecast is never
-revised with values it is meant to predict; see streaming/forecast_service.py.
+revised with values it is meant to predict; see forecasting/service.py.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Iterable
 
 import numpy as np
 
-from streaming.forecast_core import RetrievalStore
+from forecasting.store import RetrievalStore
 
 
 @dataclass
@@ -26,11 +26,13 @@ class Pending:
     base: np.ndarray
     """[H, C] scaled."""
     revised: np.ndarray
-    """[H, C] scaled."""
+    """[H, C] scaled: PIR's revision (tracked even where a channel is served the base forecast)."""
     delta: np.ndarray
     target: np.ndarray
     """[H, C] scaled, NaN until observed."""
     seen: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    served: np.ndarray | None = None
+    """[H, C] scaled: what was published (the revision, or the base on channels switched back); None: revised."""
 
     def slot(self, ts_ms: int) -> int | None:
         off = ts_ms - self.origin_ms
@@ -58,7 +60,17 @@ class Matured:
 
     @property
     def realised(self) -> np.ndarray:
+        """[C] per-channel MSE of the base forecast (what δ estimates)."""
         return ((self.pending.base - self.pending.target) ** 2).mean(axis=0)
+
+    @property
+    def revised_by_channel(self) -> np.ndarray:
+        return ((self.pending.revised - self.pending.target) ** 2).mean(axis=0)
+
+    @property
+    def served_mse(self) -> float:
+        p = self.pending
+        return float(np.mean(((p.revised if p.served is None else p.served) - p.target) ** 2))
 
 
 class MaturityTracker:
@@ -122,6 +134,6 @@ class MaturityTracker:
             self.done[key] = None
             while len(self.done) > self.max_pending:
                 self.done.popitem(last=False)
-            self.store.add(p.input[None], p.target[None], p.last_ms)
+            self.store.add(p.input[None], p.target[None], p.last_ms, series=p.series)
             out.append(Matured(p))
         return out

@@ -21,7 +21,7 @@ from typing import Annotated, Literal, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from streaming.events import InvalidEvent, decode_envelope
+from streaming.events import V1, InvalidEvent, decode_envelope
 
 Id = Annotated[str, Field(min_length=1, max_length=128)]
 TsMs = Annotated[int, Field(gt=0, lt=2**53)]
@@ -52,7 +52,7 @@ class ForecastV1(_Event):
     """A base forecast with the input window it was made from."""
 
     kind: Literal["forecast"] = "forecast"
-    v: Literal[1] = 1
+    v: V1 = 1
     forecast_id: Id
     step_ms: Annotated[int, Field(gt=0)]
     input: Annotated[list[Row], Field(min_length=1, max_length=4096)]
@@ -74,7 +74,7 @@ class ActualV1(_Event):
     """The observed values of every channel at ``ts_ms``."""
 
     kind: Literal["actual"] = "actual"
-    v: Literal[1] = 1
+    v: V1 = 1
     values: Row
 
     @model_validator(mode="after")
@@ -87,7 +87,7 @@ class RevisedForecastV1(_Event):
     """PIR's revision of one base forecast, with the estimated error δ and a warning flag."""
 
     kind: Literal["revised_forecast"] = "revised_forecast"
-    v: Literal[1] = 1
+    v: V1 = 1
     forecast_id: Id
     step_ms: int
     base: list[list[float]]
@@ -99,6 +99,8 @@ class RevisedForecastV1(_Event):
     warning: bool
     """Some channel's δ is above its threshold: the base forecast is likely to be badly off."""
     warning_channels: list[str] = []
+    base_channels: list[str] = []
+    """Channels served the base forecast (their live rolling revised MSE is worse: forecast.fallback)."""
     store_pairs: int
     revision_ms: float
     model: str | None = None

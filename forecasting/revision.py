@@ -1,6 +1,6 @@
 """Revision of decoded forecasts: validation, maturity, batched ONNX revision, metrics (no Kafka).
 
-The consumer loop in streaming/forecast_service.py feeds it; kept free of Kafka so
+The consumer loop in forecasting/service.py feeds it; kept free of Kafka so
 tests and benchmarks can drive it with plain events.
 """
 
@@ -9,14 +9,15 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from forecasting.bundle import ForecastBundle
+from forecasting.events import ActualV1, ForecastV1, RevisedForecastV1
+from forecasting.maturity import Matured, MaturityTracker, Pending
 from recast.settings import Settings
-from streaming.forecast_bundle import ForecastBundle
-from streaming.forecast_events import ActualV1, ForecastV1, RevisedForecastV1
-from streaming.forecast_maturity import Matured, MaturityTracker, Pending
 
 log = logging.getLogger("recast.forecast")
 
@@ -44,39 +45,60 @@ class ForecastMetrics:
                                  registry=registry)
         self.pending = Gauge("recast_forecast_pending", "Forecasts waiting for their horizon", registry=registry)
         self.rolling_mse = Gauge("recast_forecast_rolling_mse",
-                                 "MSE (scaled units) over the last forecast.rolling_window matured forecasts",
+                                 ("MSE (scaled units) over the last forecast.rolling_window matured forecasts: "
+                                  "base, revised (PIR), served"),
                                  ["forecast"], registry=registry)
         self.improvement = Gauge("recast_forecast_rolling_mse_improvement",
                                  "1 - rolling revised MSE / rolling base MSE", registry=registry)
+        self.channel_mse = Gauge("recast_forecast_rolling_mse_channel",
+                                 "Rolling MSE (scaled units) per channel of the base forecast and of PIR's revision",
+                                 ["channel", "forecast"], registry=registry)
+        self.fallback = Gauge("recast_forecast_channel_fallback",
+                              "1 while the channel is served the base forecast (its rolling revised MSE is worse)",
+                              ["channel"], registry=registry)
+        self.fallback_switches = Counter("recast_forecast_fallback_switches_total",
+                                         "Channels switched to or back from the base forecast", ["to"],
+                                         registry=registry)
         self.delta_mae = Gauge("recast_forecast_rolling_delta_mae",
                                "Mean |δ - realised per-channel MSE| over the rolling window", registry=registry)
-        for reason in ("empty", "not_json", "schema_violation", "shape", "unknown_kind", "unexpected_kind"):
+        for reason in ("empty", "not_json", "schema_violation", "shape", "unknown_kind", "unexpected_kind",
+                       "undecodable"):
             self.invalid.labels(reason)
         self.dropped.labels("max_pending")
 
 
 class Rolling:
+    """Rolling base / PIR-revised / served MSE over the last ``window`` matured forecasts, overall and per channel."""
+
     def __init__(self, window: int) -> None:
-        self.base: deque[float] = deque(maxlen=window)
-        self.revised: deque[float] = deque(maxlen=window)
+        self.base: deque[np.ndarray] = deque(maxlen=window)
+        self.revised: deque[np.ndarray] = deque(maxlen=window)
+        self.served: deque[float] = deque(maxlen=window)
         self.delta_err: deque[float] = deque(maxlen=window)
 
     def add(self, m: Matured) -> None:
-        self.base.append(m.base_mse)
-        self.revised.append(m.revised_mse)
+        self.base.append(m.realised)
+        self.revised.append(m.revised_by_channel)
+        self.served.append(m.served_mse)
         self.delta_err.append(float(np.mean(np.abs(m.pending.delta - m.realised))))
 
-    def snapshot(self) -> dict[str, float]:
+    def by_channel(self) -> tuple[np.ndarray, np.ndarray]:
+        """Rolling (base, revised) MSE per channel [C]."""
+        return np.mean(self.base, axis=0), np.mean(self.revised, axis=0)
+
+    def snapshot(self) -> dict[str, Any]:
         if not self.base:
             return {"n": 0}
-        b, r = float(np.mean(self.base)), float(np.mean(self.revised))
-        return {"n": len(self.base), "base_mse": b, "revised_mse": r,
-                "improvement": 1.0 - r / b if b > 0 else 0.0, "delta_mae": float(np.mean(self.delta_err))}
+        bc, rc = self.by_channel()
+        b, r = float(bc.mean()), float(rc.mean())
+        return {"n": len(self.base), "base_mse": b, "revised_mse": r, "served_mse": float(np.mean(self.served)),
+                "improvement": 1.0 - r / b if b > 0 else 0.0, "delta_mae": float(np.mean(self.delta_err)),
+                "base_mse_by_channel": bc.tolist(), "revised_mse_by_channel": rc.tolist()}
 
 
 # ---------------------------------------------------------------------------- the processor (no Kafka)
 class RevisionProcessor:
-    """Maturity + revision + metrics over decoded events; the Kafka loop (streaming/forecast_service.py) feeds it."""
+    """Maturity + revision + metrics over decoded events; the Kafka loop (forecasting/service.py) feeds it."""
 
     def __init__(self, settings: Settings, bundle: ForecastBundle, registry: CollectorRegistry | None = None) -> None:
         f = settings.forecast
@@ -86,6 +108,10 @@ class RevisionProcessor:
         self.metrics = ForecastMetrics(self.registry)
         self.tracker = MaturityTracker(bundle.store, bundle.n_channels, f.max_pending, f.history_steps)
         self.rolling = Rolling(f.rolling_window)
+        self.fallback = np.zeros(bundle.n_channels, dtype=bool)
+        """Channels served the base forecast (forecast.fallback: their rolling revised MSE is above the base's)."""
+        for c in bundle.columns:
+            self.metrics.fallback.labels(c).set(0)
         thr = f.warning_delta
         self.threshold = (np.full(bundle.n_channels, thr, dtype=np.float32) if thr is not None else bundle.delta_p90)
         self.model = f"{bundle.meta['backbone']['name']}+pir"
@@ -127,7 +153,8 @@ class RevisionProcessor:
         bases = np.asarray([e.base for e in ok], dtype=np.float32)
         origin = np.asarray([e.ts_ms for e in ok], dtype=np.int64)
         steps = np.asarray([e.step_ms for e in ok], dtype=np.int64)
-        revised, delta = b.revise(inputs, bases, origin, steps)
+        revised, delta = b.revise(inputs, bases, origin, steps, [e.series for e in ok])
+        served = np.where(self.fallback[None, None, :], bases, revised)
         delta_units = delta * (b.std ** 2)[None, :]
         out = []
         matured = []
@@ -137,13 +164,15 @@ class RevisionProcessor:
             flagged = delta[i] > self.threshold
             out.append(RevisedForecastV1.model_construct(  # built from validated values: no second validation
                 series=e.series, ts_ms=e.ts_ms, forecast_id=e.forecast_id, step_ms=e.step_ms, base=e.base,
-                revised=revised[i].tolist(), delta=delta[i].tolist(), delta_units=delta_units[i].tolist(),
+                revised=served[i].tolist(), delta=delta[i].tolist(), delta_units=delta_units[i].tolist(),
                 warning=bool(flagged.any()), warning_channels=[b.columns[c] for c in np.flatnonzero(flagged)],
+                base_channels=[b.columns[c] for c in np.flatnonzero(self.fallback)],
                 store_pairs=pairs, revision_ms=elapsed_ms, model=self.model))
             h = b.pred_len
             matured.extend(self.tracker.add_forecast(Pending(
                 e.forecast_id, e.series, e.ts_ms, e.step_ms, b.scale(inputs[i]), b.scale(bases[i]),
-                b.scale(revised[i]), delta[i], np.full((h, b.n_channels), np.nan, dtype=np.float32))))
+                b.scale(revised[i]), delta[i], np.full((h, b.n_channels), np.nan, dtype=np.float32),
+                served=b.scale(served[i]) if self.fallback.any() else None)))
         seconds = time.perf_counter() - started
         for r in out:
             self.metrics.latency.observe(seconds)
@@ -154,6 +183,24 @@ class RevisionProcessor:
         self._matured(matured)
         return out
 
+    def _update_fallback(self) -> None:
+        """Per channel: serve the base forecast while PIR's rolling MSE is above the base's (forecast.fallback)."""
+        base, revised = self.rolling.by_channel()
+        for c, name in enumerate(self.bundle.columns):
+            self.metrics.channel_mse.labels(name, "base").set(float(base[c]))
+            self.metrics.channel_mse.labels(name, "revised").set(float(revised[c]))
+        f = self.settings.forecast
+        if not f.fallback or len(self.rolling.base) < f.fallback_min_matured:
+            return
+        worse = revised > base
+        for c in np.flatnonzero(worse != self.fallback):
+            self.metrics.fallback_switches.labels("base" if worse[c] else "revised").inc()
+            log.info("channel %s now served the %s forecast (rolling MSE base %.4g, revised %.4g)",
+                     self.bundle.columns[c], "base" if worse[c] else "revised", base[c], revised[c])
+        self.fallback = worse
+        for c, name in enumerate(self.bundle.columns):
+            self.metrics.fallback.labels(name).set(int(worse[c]))
+
     def _matured(self, matured: list[Matured]) -> None:
         self.matured_count += len(matured)
         for m in matured:
@@ -163,8 +210,10 @@ class RevisionProcessor:
             snap = self.rolling.snapshot()
             self.metrics.rolling_mse.labels("base").set(snap["base_mse"])
             self.metrics.rolling_mse.labels("revised").set(snap["revised_mse"])
+            self.metrics.rolling_mse.labels("served").set(snap["served_mse"])
             self.metrics.improvement.set(snap["improvement"])
             self.metrics.delta_mae.set(snap["delta_mae"])
+            self._update_fallback()
         dropped = self.tracker.dropped
         if dropped:
             self.metrics.dropped.labels("max_pending").inc(dropped)

@@ -1,7 +1,11 @@
 """`recast forecast ...` subcommands (registered by recast/cli.py).
 
-    recast forecast train [--series victoria] [--backbone dlinear]   # backbone + PIR, then export (needs torch)
-    recast forecast export                                           # checkpoint.pt -> ONNX bundle (parity checked)
+The runtime's commands (topics, replay, serve, plot) live here; ``train`` and
+``export`` belong to the training side (training/forecasting/cli.py, torch) and
+are forwarded to it unparsed, so this module never imports training.
+
+    recast forecast train [--series victoria] [--backbone dlinear]   # backbone + PIR, then export (training side, torch)
+    recast forecast export                                           # checkpoint.pt -> ONNX bundle (training side)
     recast forecast topics                                           # create the forecast topics (idempotent)
     recast forecast replay [--limit N] [--stride S]                  # a real series as actuals + base forecasts
     recast forecast serve [--until-caught-up]                        # the PIR revision service (onnxruntime, no torch)
@@ -24,41 +28,26 @@ def _print(obj: Any) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
 
-def _bundle(args: argparse.Namespace, s) -> Path:
-    return Path(args.bundle) if getattr(args, "bundle", None) else s.path(s.forecast.bundle_dir)
+def cmd_training(args: argparse.Namespace, s) -> None:
+    """``train`` and ``export`` are training's commands (torch): forwarded to training/forecasting/cli.py."""
+    import importlib
 
-
-def cmd_train(args: argparse.Namespace, s) -> None:
-    import sys
-
-    from training.forecasting.export import train_bundle
-
-    f = s.forecast
-    log = (lambda m: print(m, file=sys.stderr, flush=True)) if not args.quiet else None
-    _print(train_bundle(args.series or f.series, args.backbone or f.backbone, args.lookback or f.seq_len,
-                        args.horizon or f.pred_len, f.epochs if args.epochs is None else args.epochs,
-                        f.pir_epochs if args.pir_epochs is None else args.pir_epochs, _bundle(args, s), seed=f.seed,
-                        store_capacity=f.store_capacity, threads=args.threads, log=log))
-
-
-def cmd_export(args: argparse.Namespace, s) -> None:
-    from training.forecasting.export import export_checkpoint
-
-    out = _bundle(args, s)
-    meta = export_checkpoint(Path(args.checkpoint) if args.checkpoint else out / "checkpoint.pt", out,
-                             s.forecast.store_capacity)
-    _print({"bundle": str(out), "parity": meta["parity"], "store": meta["store"]})
+    try:
+        training_cli = importlib.import_module("training.forecasting.cli")
+    except ImportError as exc:
+        raise RuntimeError(f"`recast forecast {args.forecast_command}` needs the training side (torch): {exc}")
+    training_cli.main([args.forecast_command, *args.rest], s)
 
 
 def cmd_topics(args: argparse.Namespace, s) -> None:
-    from streaming.forecast_service import ensure_forecast_topics
+    from forecasting.service import ensure_forecast_topics
 
     _print({"bootstrap": s.kafka.bootstrap_servers, "topics": ensure_forecast_topics(s)})
 
 
 def cmd_replay(args: argparse.Namespace, s) -> None:
-    from streaming.forecast_replay import replay
-    from streaming.forecast_service import ensure_forecast_topics
+    from forecasting.replay import replay
+    from forecasting.service import ensure_forecast_topics
 
     ensure_forecast_topics(s)
     _print(replay(s, args.series or "victoria", start=args.start, limit=args.limit, stride=args.stride,
@@ -66,7 +55,7 @@ def cmd_replay(args: argparse.Namespace, s) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, s) -> None:
-    from streaming.forecast_service import serve
+    from forecasting.service import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
@@ -75,7 +64,7 @@ def cmd_serve(args: argparse.Namespace, s) -> None:
 
 
 def cmd_plot(args: argparse.Namespace, s) -> None:
-    from streaming.forecast_plot import plot_from_kafka
+    from forecasting.plot import plot_from_kafka
 
     _print(plot_from_kafka(s, Path(args.out) if args.out else None, n=args.n, series=args.series))
 
@@ -86,28 +75,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="forecast_command", required=True, metavar="ACTION")
 
-    t = sub.add_parser("train", help="train a backbone (DLinear/PatchTST) and PIR, then export the bundle")
-    t.add_argument("--series", help="victoria, etth1, generatedN or a CSV path (default forecast.series)")
-    t.add_argument("--backbone", choices=["dlinear", "patchtst"])
-    t.add_argument("--lookback", type=int)
-    t.add_argument("--horizon", type=int)
-    t.add_argument("--epochs", type=int, help="backbone epochs (early stopping may stop sooner)")
-    t.add_argument("--pir-epochs", type=int)
-    t.add_argument("--threads", type=int, default=1)
-    t.add_argument("--bundle", help="output folder (default forecast.bundle_dir)")
-    t.add_argument("--quiet", action="store_true")
-    t.set_defaults(func=cmd_train)
-
-    e = sub.add_parser("export", help="export checkpoint.pt to ONNX (backbone + PIR), parity checked, + store")
-    e.add_argument("--checkpoint", help="default <bundle>/checkpoint.pt")
-    e.add_argument("--bundle")
-    e.set_defaults(func=cmd_export)
+    for action, text in (("train", "train a backbone (DLinear/PatchTST) and PIR, then export the bundle (torch)"),
+                         ("export", "export checkpoint.pt to the ONNX bundle, parity checked (torch)")):
+        t = sub.add_parser(action, help=text, add_help=False, prefix_chars="\0")  # every argument is forwarded
+        t.add_argument("rest", nargs=argparse.REMAINDER, help="see `recast forecast %s --help`" % action)
+        t.set_defaults(func=cmd_training)
 
     tp = sub.add_parser("topics", help="create the forecasts, actuals and revised topics")
     tp.set_defaults(func=cmd_topics)
 
     r = sub.add_parser("replay", help="publish a real series as actuals + base forecasts (the bundle's base.onnx)")
-    r.add_argument("--series", help="victoria (default) or a CSV path in the bundle's channel layout")
+    r.add_argument("--series", help="victoria (default), a CSV path or a dataset description (.json), in the bundle's channel layout")
     r.add_argument("--start", type=int, help="first row (default: the test split's look-back)")
     r.add_argument("--limit", type=int, help="rows to replay")
     r.add_argument("--stride", type=int, default=1, help="a base forecast every S steps")

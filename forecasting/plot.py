@@ -16,16 +16,26 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from forecasting.events import ActualV1, RevisedForecastV1, decode
 from recast.settings import Settings
-from streaming.forecast_events import ActualV1, RevisedForecastV1, decode
 from streaming.topics import read_topic_values as read_topic
+
+
+def _decoded(values, kind: str) -> list:
+    """Every record that decodes as ``kind``; anything else (malformed, hostile, another kind) is skipped."""
+    out = []
+    for v in values:
+        try:
+            out.append(decode(v, (kind,)))
+        except Exception:  # noqa: BLE001 - a bad record on a topic must not stop a plot
+            continue
+    return out
 
 
 def collect(settings: Settings) -> tuple[list[RevisedForecastV1], list[ActualV1]]:
     f = settings.forecast
-    revised = [decode(v, ("revised_forecast",)) for v in read_topic(settings, f.revised_topic)]
-    actuals = [decode(v, ("actual",)) for v in read_topic(settings, f.actuals_topic)]
-    return revised, actuals  # type: ignore[return-value]
+    return (_decoded(read_topic(settings, f.revised_topic), "revised_forecast"),
+            _decoded(read_topic(settings, f.actuals_topic), "actual"))
 
 
 def choose(revised: Sequence[RevisedForecastV1], observed: dict[int, np.ndarray], n: int) -> list[RevisedForecastV1]:

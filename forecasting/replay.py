@@ -17,29 +17,31 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from forecasting.events import ActualV1, ForecastV1, encode
 from recast.settings import Settings
-from streaming.forecast_events import ActualV1, ForecastV1, encode
 
 
 def read_series(name_or_path: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(columns, values [T, C] float32, ts_ms [T]) of ``victoria`` or a CSV in the ETT layout (polars, no torch)."""
-    import polars as pl
+    """(columns, values [T, C] float32, ts_ms [T]) of ``victoria``, a CSV or a dataset description (.json)."""
+    from forecasting.dataset import DatasetSpec, read_csv
 
     if name_or_path.lower() == "victoria":
         import statsmodels
 
         path = Path(statsmodels.__file__).parent / "tsa" / "stl" / "tests" / "results" / "mstl_elec_vic.csv"
-    else:
-        path = Path(name_or_path)
-    frame = pl.read_csv(path, try_parse_dates=True)
-    time_col = next(c for c in ("date", "ds", "timestamp", "time") if c in frame.columns)
-    ts = frame[time_col]
-    if ts.dtype == pl.Utf8:
-        ts = ts.str.to_datetime()
-    cols = [c for c in frame.columns if c != time_col]
-    values = frame.select(cols).to_numpy().astype(np.float32)
-    ts_ms = ts.dt.cast_time_unit("ms").cast(pl.Int64).to_numpy()
-    return (["demand"] if name_or_path.lower() == "victoria" else cols), values, ts_ms
+        _, values, ts_ms = read_csv(DatasetSpec("victoria", str(path)))
+        return ["demand"], values, ts_ms
+    spec = DatasetSpec.from_json(name_or_path) if name_or_path.endswith(".json") else DatasetSpec.for_csv(name_or_path)
+    return read_csv(spec)
+
+
+def series_name(name_or_path: str) -> str:
+    """The series key of replayed events: ``victoria``, a description's ``name`` or a CSV's stem (as training)."""
+    from forecasting.dataset import DatasetSpec
+
+    if name_or_path.lower() == "victoria":
+        return "victoria"
+    return DatasetSpec.from_json(name_or_path).name if name_or_path.endswith(".json") else Path(name_or_path).stem
 
 
 def forecast_events(bundle, values: np.ndarray, ts_ms: np.ndarray, series: str, start: int = 0,
@@ -69,7 +71,7 @@ def replay(settings: Settings, series: str = "victoria", start: int | None = Non
     """Publish actuals + base forecasts of ``series`` (default: from the start of its test split)."""
     from kafka import KafkaProducer
 
-    from streaming.forecast_service import ForecastBundle
+    from forecasting.service import ForecastBundle
     from streaming.topics import producer_config
 
     f = settings.forecast
@@ -80,7 +82,7 @@ def replay(settings: Settings, series: str = "victoria", start: int | None = Non
     if start is None:
         start = len(values) - int(len(values) * 0.2) - bundle.seq_len  # the ratio split's test part
     end = None if limit is None else start + limit
-    name = "victoria" if series.lower() == "victoria" else Path(series).stem
+    name = series_name(series)
     producer = KafkaProducer(**producer_config(settings.kafka, linger_ms=5))
     sent = {"actuals": 0, "forecasts": 0}
     t0 = time.monotonic()

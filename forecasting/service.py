@@ -20,8 +20,14 @@ A consumer-group member reading two topics (``forecast.forecasts_topic`` and
    (at-least-once: a crash may publish a revision twice).
 
 State (pending forecasts, recent actuals, the store) is in memory; the
-store is written to ``<bundle>/store.online.npz`` on shutdown and loaded
-from there on the next start when present. Pending forecasts of a crashed
+store is written to ``<bundle>/store.online.npz`` on shutdown, tagged with
+the bundle's version, and loaded from there on the next start of the *same*
+bundle (a retrained bundle starts from its own training pairs). Pairs are
+keyed by series: a forecast retrieves only its own series' pairs unless
+``forecast.shared_store``. A record that cannot be decoded for any reason is
+counted (``recast_forecast_invalid_total{reason}``) and skipped, never fatal.
+With ``forecast.fallback`` a channel whose rolling revised MSE is above the
+base's is served the base forecast (``recast_forecast_channel_fallback``). Pending forecasts of a crashed
 instance are not matured by the next one (their pairs are missing from the
 store; nothing wrong enters it).
 
@@ -36,9 +42,9 @@ Metrics (``/metrics`` on ``forecast.metrics_port``):
 ``recast_forecast_rolling_delta_mae`` (|δ - realised MSE|).
 
 This module is the Kafka side (poll, publish, commit, topics, entry point); the
-pieces it drives live apart and are re-exported here: streaming/forecast_bundle.py
-(the ONNX bundle), streaming/forecast_maturity.py (step 1) and
-streaming/forecast_revision.py (step 2 and the metrics).
+pieces it drives live apart and are re-exported here: forecasting/bundle.py
+(the ONNX bundle), forecasting/maturity.py (step 1) and
+forecasting/revision.py (step 2 and the metrics).
 """
 
 from __future__ import annotations
@@ -50,11 +56,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from forecasting.bundle import ForecastBundle
+from forecasting.events import ForecastV1, InvalidForecastEvent, decode, encode
+from forecasting.maturity import Matured, MaturityTracker, Pending  # noqa: F401  (re-exported)
+from forecasting.revision import ForecastMetrics, RevisionProcessor, Rolling  # noqa: F401  (re-exported)
 from recast.settings import Settings
-from streaming.forecast_bundle import ONLINE_STORE, ForecastBundle
-from streaming.forecast_events import ForecastV1, InvalidForecastEvent, decode, encode
-from streaming.forecast_maturity import Matured, MaturityTracker, Pending  # noqa: F401  (re-exported)
-from streaming.forecast_revision import ForecastMetrics, RevisionProcessor, Rolling  # noqa: F401  (re-exported)
 
 log = logging.getLogger("recast.forecast")
 
@@ -66,7 +72,8 @@ class ForecastService:
                  registry: CollectorRegistry | None = None, group: str | None = None) -> None:
         f = settings.forecast
         self.settings = settings
-        self.bundle = bundle or ForecastBundle(settings.path(f.bundle_dir), f.threads, f.store_capacity)
+        self.bundle = bundle or ForecastBundle(settings.path(f.bundle_dir), f.threads, f.store_capacity,
+                                               shared_store=f.shared_store)
         self.processor = RevisionProcessor(settings, self.bundle, registry)
         self.registry = self.processor.registry
         self.metrics = self.processor.metrics
@@ -74,7 +81,11 @@ class ForecastService:
         self.consumer = None
         self.producer = None
         self.stop_requested = False
-        self.totals = {"forecasts": 0, "actuals": 0, "revised": 0, "matured": 0, "invalid": 0, "polls": 0}
+        self.max_records = f.batch_max
+        """Records per poll: halved when a poll's work nears the group's max_poll_interval (a starved CPU would
+        otherwise get the member kicked out, its batch redelivered, and no progress made), regrown when fast."""
+        self.totals = {"forecasts": 0, "actuals": 0, "revised": 0, "matured": 0, "invalid": 0, "polls": 0,
+                       "commit_failures": 0}
 
     def start(self) -> "ForecastService":
         from kafka import KafkaConsumer, KafkaProducer
@@ -95,14 +106,15 @@ class ForecastService:
             self.producer.close(timeout=5)
             self.producer = None
         if save_store:
-            self.bundle.store.save(self.bundle.path / ONLINE_STORE)
+            self.bundle.save_online_store()
 
     def request_stop(self, *_: Any) -> None:
         self.stop_requested = True
 
     def poll_once(self, timeout_ms: int = 200) -> int:
         f = self.settings.forecast
-        polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=f.batch_max)
+        polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.max_records)
+        started = time.monotonic()
         self.totals["polls"] += 1
         forecasts, actuals = [], []
         n = 0
@@ -116,6 +128,12 @@ class ForecastService:
                     self.metrics.invalid.labels(exc.reason).inc()
                     self.totals["invalid"] += 1
                     continue
+                except Exception as exc:  # noqa: BLE001 - no record may stop the service (deep nesting, bytes...)
+                    self.metrics.invalid.labels("undecodable").inc()
+                    self.totals["invalid"] += 1
+                    log.warning("skipped an undecodable record at %s[%d]@%d: %s", tp.topic, tp.partition,
+                                r.offset, type(exc).__name__)
+                    continue
                 (forecasts if isinstance(e, ForecastV1) else actuals).append(e)
         if not n:
             return 0
@@ -127,15 +145,27 @@ class ForecastService:
             self.producer.flush()
             for fut in futures:
                 fut.get(timeout=30)
+        committed = True
         try:
             self.consumer.commit()
         except Exception as exc:  # redelivery is harmless: duplicates are ignored by the tracker
-            log.warning("offset commit failed: %s", exc)
+            committed = False
+            self.totals["commit_failures"] += 1
+            log.warning("offset commit failed (%s); next polls take at most %d records", type(exc).__name__,
+                        max(1, self.max_records // 2))
+        self._adapt_batch(time.monotonic() - started, committed)
         self.totals["forecasts"] += len(forecasts)
         self.totals["actuals"] += len(actuals)
         self.totals["revised"] += len(revised)
         self.totals["matured"] = self.processor.matured_count
         return n
+
+    def _adapt_batch(self, seconds: float, committed: bool) -> None:
+        interval_s = self.settings.kafka.max_poll_interval_ms / 1000.0
+        if not committed or seconds > 0.5 * interval_s:
+            self.max_records = max(1, self.max_records // 2)
+        elif seconds < 0.1 * interval_s and self.max_records < self.settings.forecast.batch_max:
+            self.max_records = min(self.settings.forecast.batch_max, self.max_records * 2)
 
     def caught_up(self) -> bool:
         from kafka import TopicPartition
