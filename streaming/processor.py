@@ -49,6 +49,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -157,6 +158,11 @@ class StreamProcessor(MicroBatchWriter):
         self.dlq = None
         self.pending: list[_Record] = []
         self.pending_since = 0.0
+        self.pending_lock = threading.Lock()
+        """Guards ``pending`` and ``assignment``: the rebalance listener changes them from the client's IO thread."""
+        self._revoked_in_poll: set[int] = set()
+        self.refetched: dict[int, int] = {}
+        """Partition -> offset it was fetched again from after a batch stopped at a hole (write_phase.py)."""
         self.applied: dict[int, int] = {}
         """Next offset to apply per assigned partition (for the lag)."""
         self.assignment: list[int] = []
@@ -207,28 +213,33 @@ class StreamProcessor(MicroBatchWriter):
         self.stop_requested = True
 
     # ------------------------------------------------------------------ rebalance
-    # kafka-python 3 runs these on its IO thread while poll() waits in the main thread: no blocking
-    # consumer calls (commit, committed) here, and nothing slow (heartbeats wait too).
+    # kafka-python 3 runs these on its IO thread, concurrently with the main thread's poll, decode
+    # and write phase: no blocking consumer calls (commit, committed) here, nothing slow (heartbeats
+    # wait too), ``pending`` and ``assignment`` only under ``pending_lock``, and state reads on the
+    # store's own listener connection (``committed_marks``), never inside the main thread's transaction.
     def _on_revoked(self, revoked) -> None:
         gone = {tp.partition for tp in revoked}
-        kept = [r for r in self.pending if r.partition not in gone]
-        if len(kept) != len(self.pending):
-            # not applied yet: the next owner re-reads them from the committed offset (idempotent)
-            log.info("rebalance: %d pending records of revoked partitions %s left to their next owner",
-                     len(self.pending) - len(kept), sorted(gone))
+        with self.pending_lock:
+            kept = [r for r in self.pending if r.partition not in gone]
+            dropped = len(self.pending) - len(kept)
             self.pending = kept
+            self._revoked_in_poll |= gone  # what a poll in flight returns for them predates the revocation
+            self.assignment = sorted(set(self.assignment) - gone)
+        if dropped:
+            # not applied yet: the next owner re-reads them from the watermark (idempotent)
+            log.info("rebalance: %d pending records of revoked partitions %s left to their next owner",
+                     dropped, sorted(gone))
         for p in gone:
             self.applied.pop(p, None)
+            self.refetched.pop(p, None)
             try:
                 self.metrics.lag.remove(str(p))
             except KeyError:
                 pass
-        self.assignment = sorted(set(self.assignment) - gone)
         self.metrics.assigned.set(len(self.assignment))
 
     def _on_assigned(self, assigned) -> None:
-        marks = self.state.watermarks(self.topic)  # a read: never waits for another instance's write
-        self.log_ids = self.state.log_ids(self.topic)
+        marks, self.log_ids = self.state.committed_marks(self.topic)  # never waits for another instance's write
         for tp in assigned:
             if tp.partition in marks:
                 # the state store is the source of truth of what was applied: fetch from there
@@ -237,7 +248,8 @@ class StreamProcessor(MicroBatchWriter):
             else:
                 self._unseen.append(tp)
         self._cleanup_parts = True  # done under the writer lock by the next flush
-        self.assignment = sorted(set(self.assignment) | {tp.partition for tp in assigned})
+        with self.pending_lock:
+            self.assignment = sorted(set(self.assignment) | {tp.partition for tp in assigned})
         self.metrics.assigned.set(len(self.assignment))
         log.info("assigned partitions %s of %s", self.assignment, self.topic)
 
@@ -256,19 +268,21 @@ class StreamProcessor(MicroBatchWriter):
     # ------------------------------------------------------------------ loop
     def poll_once(self, timeout_ms: int) -> int:
         room = self.batch_max_events - len(self.pending)
+        with self.pending_lock:
+            self._revoked_in_poll = set()
         polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=max(1, room))
         if self._unseen:
             self._check_unseen()
         reset = self._check_log_resets()
         with paused_gc():  # see MicroBatchWriter
-            n = self._decode_polled(polled, reset)
+            n = self._add_polled(self._decode_polled(polled, reset))
         if n and len(self.pending) == n:
             self.pending_since = time.monotonic()
         self._update_lag()
         return n
 
-    def _decode_polled(self, polled, reset: set[int]) -> int:
-        n = 0
+    def _decode_polled(self, polled, reset: set[int]) -> list[_Record]:
+        out = []
         for tp, records in polled.items():
             if tp.partition in reset:
                 continue  # fetched from the old position: read again from the beginning
@@ -279,10 +293,46 @@ class StreamProcessor(MicroBatchWriter):
                     event, error = None, exc
                 except Exception as exc:  # noqa: BLE001 - decode raises only InvalidEvent; never stop on a record
                     event, error = None, InvalidEvent("undecodable", repr(exc)[:200])
-                self.pending.append(_Record(tp.partition, r.offset, r.key, r.value, event, error))  # type: ignore[arg-type]
-                n += 1
-                self.applied.setdefault(tp.partition, r.offset)
-        return n
+                out.append(_Record(tp.partition, r.offset, r.key, r.value, event, error))  # type: ignore[arg-type]
+        return out
+
+    def _add_polled(self, records: list[_Record]) -> int:
+        """Append a poll's records to ``pending``, except those of partitions revoked while it was in flight.
+
+        Those were fetched before the revocation, which already dropped the partition's earlier
+        pending records: kept, they would start above the watermark, and the batch would move the
+        watermark over records never applied. A partition that came back to this instance is
+        fetched again from where its applied history ends.
+        """
+        with self.pending_lock:
+            revoked, self._revoked_in_poll = self._revoked_in_poll, set()
+            kept = [r for r in records if r.partition not in revoked]
+            self.pending.extend(kept)
+            back = [p for p in revoked if p in self.assignment]
+        for r in kept:
+            self.applied.setdefault(r.partition, r.offset)
+        if len(kept) != len(records):
+            log.info("rebalance: %d polled records of partitions %s revoked during the poll dropped",
+                     len(records) - len(kept), sorted(revoked))
+        if back:
+            self._resume(back)
+        return len(kept)
+
+    def _resume(self, partitions: list[int]) -> None:
+        """Fetch ``partitions`` again from their watermark (else the group's committed offset, else
+        the beginning), dropping their pending records: main thread only (``committed`` blocks)."""
+        marks = self.state.watermarks(self.topic)
+        with self.pending_lock:
+            self.pending = [r for r in self.pending if r.partition not in partitions]
+        for p in partitions:
+            tp = _tp(self.topic, p)
+            if p in marks:
+                self.consumer.seek(tp, marks[p])
+            elif (committed := self.consumer.committed(tp)) is not None:
+                self.consumer.seek(tp, committed)
+            else:
+                self.consumer.seek_to_beginning(tp)
+            self.applied.pop(p, None)
 
     def current_topic_id(self) -> str | None:
         return current_topic_id(self.consumer, self.topic) if self.consumer is not None else None
@@ -306,7 +356,8 @@ class StreamProcessor(MicroBatchWriter):
         with self.state.write_phase() as st:
             for p in found:
                 st.forget_partition(self.topic, p)
-        self.pending = [r for r in self.pending if r.partition not in found]
+        with self.pending_lock:
+            self.pending = [r for r in self.pending if r.partition not in found]
         for p in found:
             self.applied[p] = 0
             self.log_ids.pop(p, None)

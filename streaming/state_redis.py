@@ -116,6 +116,10 @@ class RedisStateStore:
     def set_watermarks(self, topic: str, marks: dict[int, int]) -> None:
         self._hset(f"wm:{topic}", marks)
 
+    def committed_marks(self, topic: str) -> tuple[dict[int, int], dict[int, str]]:
+        """Watermarks and log ids as committed (reads never see a write phase's buffered writes)."""
+        return self.watermarks(topic), self.log_ids(topic)
+
     def dead_letter_marks(self, topic: str) -> dict[int, int]:
         return self._hash(f"dl:{topic}")
 
