@@ -83,7 +83,7 @@ class StreamStack:
         if "redis" in (self.settings.feast.online_store, self.settings.stream.state_store):
             self._start_redis()
         try:
-            ensure_feature_store(self.settings)
+            release_online_store(ensure_feature_store(self.settings))  # children are forked from here
             for attempt in range(3):  # the free port may be taken between free_port() and the broker's bind
                 self.broker = LocalBroker(self.settings)
                 try:
@@ -313,8 +313,11 @@ class StreamStack:
         view, key, names = ((USER_STREAM_VIEW, USER_KEY, USER_STREAM_FEATURES) if kind == "user"
                             else (ITEM_STREAM_VIEW, ITEM_KEY, ITEM_STREAM_FEATURES))
         store = open_store(repo_dir(self.settings))
-        out = store.get_online_features(features=[f"{view}:{n}" for n in names],
-                                        entity_rows={key: list(keys)}).to_dict()
+        try:
+            out = store.get_online_features(features=[f"{view}:{n}" for n in names],
+                                            entity_rows={key: list(keys)}).to_dict()
+        finally:
+            release_online_store(store)
         return {n: out[n] for n in (key, *names)}
 
     def mismatches(self, events: Sequence[InteractionV1]) -> list[str]:
@@ -334,6 +337,23 @@ class StreamStack:
                     if w != h:
                         problems.append(f"{kind} {k} {name}: online {h!r} != recomputed {w!r}")
         return problems
+
+
+def release_online_store(store) -> None:
+    """Close the SQLite connection Feast keeps open in ``store``'s online store (one per store object).
+
+    Left to the garbage collector (the store sits in reference cycles), it stays open, and a
+    processor forked meanwhile (:meth:`StreamStack.fork_processor`) inherits it with SQLite's
+    per-process lock bookkeeping of the WAL file, but not the locks themselves: the child's own
+    connection then writes without the locks it believes it holds, and another process's
+    connection can reset the WAL under it (its rows vanish). Readers in a process that forks
+    processors release their store when done.
+    """
+    online = getattr(store._get_provider(), "online_store", None)
+    conn = getattr(online, "_conn", None)
+    if conn is not None:
+        conn.close()
+        online._conn = None
 
 
 def _reap(child) -> None:

@@ -447,7 +447,12 @@ def run_processor(settings: Settings, group: str | None = None, metrics_port: in
     ensure_feature_store(settings)
     import gc
 
-    gc.freeze()  # the imported libraries (Feast, pandas, pyarrow) are never garbage: not scanned by collections
+    # the imported libraries (Feast, pandas, pyarrow) are never garbage: frozen, collections do not scan them.
+    # Collect first: garbage frozen would live forever, and a process forked from one that had read the
+    # online store (the tests' harness) inherits that reader's SQLite connection as garbage -- kept open,
+    # its copied lock bookkeeping would be reused by this process's own connection to the same file.
+    gc.collect()
+    gc.freeze()
     proc = StreamProcessor(settings, group, batch_max_events=batch_max_events, batch_max_wait_ms=batch_max_wait_ms)
     port = settings.stream.metrics_port if metrics_port is None else metrics_port
     if port:
