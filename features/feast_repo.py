@@ -104,9 +104,9 @@ def render_feature_store_yaml(settings: Settings) -> str:
         f"  path: {json.dumps(str(registry))}\n"
         "  cache_ttl_seconds: 60\n"
         "online_store:\n"
-        "  type: sqlite\n"
-        f"  path: {json.dumps(str(online))}\n"
-        "offline_store:\n"
+        + (f"  type: redis\n  connection_string: {json.dumps(settings.feast.redis_address)}\n"
+           if settings.feast.online_store == "redis" else f"  type: sqlite\n  path: {json.dumps(str(online))}\n")
+        + "offline_store:\n"
         "  type: file\n"
         "entity_key_serialization_version: 3\n"
     )
@@ -305,7 +305,9 @@ def ensure_feature_store(settings: Settings) -> "FeatureStore":
     if state.get("applied") != config or not settings.path(settings.feast.registry_path).exists():
         store = apply_repo(settings)
     wanted = {"config": config, "sources": _sources_hash(settings)}
-    if _read_state(repo).get("materialized") != wanted or not settings.path(settings.feast.online_store_path).exists():
+    lost = (settings.feast.online_store == "sqlite"  # Redis keeps its data in the server (append-only file)
+            and not settings.path(settings.feast.online_store_path).exists())
+    if _read_state(repo).get("materialized") != wanted or lost:
         store = materialize(settings, store)
     return store or open_store(repo)
 

@@ -43,6 +43,10 @@ class FeastSettings(BaseModel):
     project: str = "recast"
     online_store_path: Path = Path("data/feast_repo/online_store.db")
     registry_path: Path = Path("data/feast_repo/registry.db")
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    """``redis``: the online store is Redis at ``redis_address`` (``recast stack up`` starts a local
+    redis-server there when it is a loopback address; streaming/redis_server.py)."""
+    redis_address: str = "127.0.0.1:6379"
 
 
 class TrainSettings(BaseModel):
@@ -173,6 +177,14 @@ class StreamSettings(BaseModel):
     """Failed write phases in a row (Feast or the dead-letter topic down) before the processor exits."""
     stall_timeout_s: float = Field(120.0, gt=0)
     """``--until-caught-up``: give up (an error) after this long without a record or an assignment."""
+    state_store: Literal["sqlite", "redis"] = "sqlite"
+    """``sqlite``: one file per group under ``state_dir``, shared by the instances on one host;
+    ``redis``: Redis at ``state_redis_address``, shared by instances on any host (streaming/state_redis.py)."""
+    state_redis_address: str | None = None
+    """host:port of the state Redis; None: ``feast.redis_address``."""
+    state_lock_ms: int = Field(30_000, ge=1000)
+    """``redis``: how long the group's write lock outlives a killed holder; a write phase longer than
+    this is refused at its commit (another instance may have taken over) and retried."""
 
 
 class AbtestSettings(BaseModel):

@@ -114,8 +114,10 @@ def triton(settings: Settings):
 
 def stack_up(settings: Settings, models: list[str] | None = None, supervise: bool = True) -> dict[str, Any]:
     from streaming.broker import broker_up
+    from streaming.redis_server import redis_up
 
     broker_up(settings)  # before the gateway, which publishes exposures to it
+    redis_up(settings)  # the online store, when feast.online_store is a local Redis
     tri = triton(settings)
     tri.start(wait=True)
     for name in models or [settings.gateway.model_name]:
@@ -132,10 +134,11 @@ def stack_up(settings: Settings, models: list[str] | None = None, supervise: boo
 def stack_down(settings: Settings) -> dict[str, bool]:
     from recast.supervisor import Supervisor
     from streaming.broker import broker_down
+    from streaming.redis_server import redis_down
 
     supervisor = Supervisor(settings).stop()  # first: it would restart what stops next
     return {"supervisor": supervisor, "gateway": GatewayProcess(settings).stop(), "triton": triton(settings).stop(),
-            "broker": broker_down(settings)}
+            "broker": broker_down(settings), "redis": redis_down(settings)}
 
 
 def model_health(settings: Settings, tri=None) -> dict[str, Any]:
@@ -156,7 +159,8 @@ def model_health(settings: Settings, tri=None) -> dict[str, Any]:
 def stack_status(settings: Settings) -> dict[str, Any]:
     from recast.supervisor import Supervisor
     from streaming.broker import broker_status
+    from streaming.redis_server import redis_status
 
     tri = triton(settings)
     return {"triton": tri.status(), "models": model_health(settings, tri), "gateway": GatewayProcess(settings).status(),
-            "broker": broker_status(settings), "supervisor": Supervisor(settings).status()}
+            "broker": broker_status(settings), "redis": redis_status(settings), "supervisor": Supervisor(settings).status()}

@@ -74,6 +74,17 @@ def cmd_reset(args: argparse.Namespace, s) -> None:
     from streaming.processor import state_path
 
     group = args.group or s.stream.consumer_group
+    if s.stream.state_store == "redis":
+        from streaming.processor import open_state
+
+        store = open_state(s, group)
+        try:
+            removed = store.clear()
+        finally:
+            store.close()
+        _print({"group": group, "removed": f"{removed} keys under {store.path}",
+                "note": "the online store keeps its values until the processor pushes new ones"})
+        return
     path = state_path(s, group)
     removed = [str(p) for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm"))
                if p.exists()]

@@ -128,8 +128,11 @@ class UserPartial:
             elif type_ == "purchase":
                 _add(self.purchases, ts)
         pair = (ts, item)
-        if len(self.last) < last_n or pair > self.last[-1]:
-            self.last = _top_n([*self.last, pair], last_n)
+        last = self.last
+        if last and pair >= last[0] and len(last) <= last_n:  # the newest (the common case): no sort
+            self.last = [pair, *last[:last_n - 1]]
+        elif len(last) < last_n or pair > last[-1]:
+            self.last = _top_n([*last, pair], last_n)
 
     def dumps(self) -> str:
         return json.dumps([self.ref, self.clicks, self.events, self.purchases, self.last], separators=(",", ":"))
@@ -175,6 +178,13 @@ def _top_n(pairs: Iterable[tuple[int, str]], n: int) -> list[tuple[int, str]]:
 
 def merge_user(partials: Sequence[UserPartial], last_n: int, item_vocab: dict[str, int] | None = None) -> dict:
     """Feature values of a user from the partials of every partition."""
+    if len(partials) == 1:  # the common case (events keyed by user): no merge
+        p = partials[0]
+        ref, h, d = p.ref, p.ref - HOUR_MS, p.ref - DAY_MS
+        items = [i for _, i in p.last[:last_n]]
+        return {"clicks_1h": _in(p.clicks, h), "clicks_24h": _in(p.clicks, d), "events_24h": _in(p.events, d),
+                "purchases_24h": _in(p.purchases, d), "last_items": items,
+                "last_item_ids": encode_items(items, item_vocab), "last_event_ms": ref}
     ref = max(p.ref for p in partials)
     h, d = ref - HOUR_MS, ref - DAY_MS
     last = _top_n((pair for p in partials for pair in p.last), last_n)
@@ -193,13 +203,14 @@ def merge_user(partials: Sequence[UserPartial], last_n: int, item_vocab: dict[st
 def merge_item(partials: Sequence[ItemPartial]) -> dict:
     ref = max(p.ref for p in partials)
     h, d = ref - HOUR_MS, ref - DAY_MS
-    return {
-        "item_clicks_1h": sum(_in(p.clicks, h) for p in partials),
-        "item_clicks_24h": sum(_in(p.clicks, d) for p in partials),
-        "item_events_24h": sum(_in(p.events, d) for p in partials),
-        "item_clicks_total": sum(p.clicks_total for p in partials),
-        "item_last_event_ms": ref,
-    }
+    clicks_1h = clicks_24h = events_24h = total = 0
+    for p in partials:
+        clicks_1h += _in(p.clicks, h)
+        clicks_24h += _in(p.clicks, d)
+        events_24h += _in(p.events, d)
+        total += p.clicks_total
+    return {"item_clicks_1h": clicks_1h, "item_clicks_24h": clicks_24h, "item_events_24h": events_24h,
+            "item_clicks_total": total, "item_last_event_ms": ref}
 
 
 def encode_items(items: Sequence[str], item_vocab: dict[str, int] | None) -> list[int]:

@@ -2,8 +2,9 @@
 
 :class:`StreamStack` makes a temporary home with MovieLens-shaped features
 (the real ML-100K files when given, else a generated sample), applies and
-materializes the Feast repository (SQLite online store, with the streaming
-push sources), starts a Tansu broker on a free port and creates the topics.
+materializes the Feast repository (a SQLite online store, or with
+``online_store="redis"`` a real redis-server on a free loopback port; the
+streaming push sources), starts a Tansu broker on a free port and creates the topics.
 It never touches the default ports or ``data/`` of the checkout. Failing to
 start any part raises: callers must not silently skip. Processor children it
 started are killed when the stack closes, so a failed test leaves none behind.
@@ -55,11 +56,13 @@ def stack_settings(home: Path, port: int, partitions: int = 4, **stream: Any) ->
 
 class StreamStack:
     def __init__(self, home: Path, raw_dir: Path | None = None, partitions: int = 4,
-                 sample: dict[str, int] | None = None, **stream: Any) -> None:
+                 sample: dict[str, int] | None = None, online_store: str = "sqlite", **stream: Any) -> None:
         self.home = Path(home)
         self.raw_dir = raw_dir
         self.sample = sample or {"n_users": 60, "n_items": 50, "n_interactions": 1500}
         self.settings = stack_settings(self.home, free_port(), partitions, **stream)
+        self.settings.feast.online_store = online_store  # type: ignore[assignment]
+        self.redis = None
         self.broker = None
         self._producer = None
         self.children: list = []
@@ -77,20 +80,25 @@ class StreamStack:
         raw = self.raw_dir or generate_movielens_sample(self.home / "raw", seed=0, **self.sample)
         self.raw_dir = Path(raw)
         build_features(self.settings, raw_dir=self.raw_dir)
-        ensure_feature_store(self.settings)
-        for attempt in range(3):  # the free port may be taken between free_port() and the broker's bind
-            self.broker = LocalBroker(self.settings)
-            try:
-                self.broker.start()
-                break
-            except RuntimeError:
-                if attempt == 2:
-                    raise
-                self.settings.kafka.bootstrap_servers = f"127.0.0.1:{free_port()}"
+        if "redis" in (self.settings.feast.online_store, self.settings.stream.state_store):
+            self._start_redis()
         try:
+            release_online_store(ensure_feature_store(self.settings))  # children are forked from here
+            for attempt in range(3):  # the free port may be taken between free_port() and the broker's bind
+                self.broker = LocalBroker(self.settings)
+                try:
+                    self.broker.start()
+                    break
+                except RuntimeError:
+                    if attempt == 2:
+                        raise
+                    self.settings.kafka.bootstrap_servers = f"127.0.0.1:{free_port()}"
             ensure_topics(self.settings)
         except BaseException:
-            self.broker.stop()
+            if self.broker is not None:
+                self.broker.stop()
+            if self.redis is not None:
+                self.redis.stop()
             raise
         return self
 
@@ -103,6 +111,24 @@ class StreamStack:
             _reap(child)
         if self.broker is not None:
             self.broker.stop()
+        if self.redis is not None:
+            self.redis.stop()
+
+    def _start_redis(self) -> None:
+        """A real redis-server on a free loopback port (streaming/redis_server.py): the online store and/or
+        the processor state."""
+        from streaming.redis_server import RedisServer
+
+        for attempt in range(3):
+            port = free_port()
+            self.redis = RedisServer(self.home / "redis", port)
+            try:
+                self.redis.start()
+                break
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+        self.settings.feast.redis_address = self.redis.address
 
     _scoped = False
 
@@ -241,13 +267,12 @@ class StreamStack:
 
     # ------------------------------------------------------------------ state
     def watermarks(self, group: str | None = None) -> dict[int, int]:
-        from streaming.processor import state_path
-        from streaming.state import StateStore
+        from streaming.processor import open_state, state_path
 
-        path = state_path(self.settings, group or self.settings.stream.consumer_group)
-        if not path.exists():
+        group = group or self.settings.stream.consumer_group
+        if self.settings.stream.state_store == "sqlite" and not state_path(self.settings, group).exists():
             return {}
-        store = StateStore(path)
+        store = open_state(self.settings, group)
         try:
             return store.watermarks(self.settings.kafka.events_topic)
         finally:
@@ -288,8 +313,11 @@ class StreamStack:
         view, key, names = ((USER_STREAM_VIEW, USER_KEY, USER_STREAM_FEATURES) if kind == "user"
                             else (ITEM_STREAM_VIEW, ITEM_KEY, ITEM_STREAM_FEATURES))
         store = open_store(repo_dir(self.settings))
-        out = store.get_online_features(features=[f"{view}:{n}" for n in names],
-                                        entity_rows={key: list(keys)}).to_dict()
+        try:
+            out = store.get_online_features(features=[f"{view}:{n}" for n in names],
+                                            entity_rows={key: list(keys)}).to_dict()
+        finally:
+            release_online_store(store)
         return {n: out[n] for n in (key, *names)}
 
     def mismatches(self, events: Sequence[InteractionV1]) -> list[str]:
@@ -309,6 +337,23 @@ class StreamStack:
                     if w != h:
                         problems.append(f"{kind} {k} {name}: online {h!r} != recomputed {w!r}")
         return problems
+
+
+def release_online_store(store) -> None:
+    """Close the SQLite connection Feast keeps open in ``store``'s online store (one per store object).
+
+    Left to the garbage collector (the store sits in reference cycles), it stays open, and a
+    processor forked meanwhile (:meth:`StreamStack.fork_processor`) inherits it with SQLite's
+    per-process lock bookkeeping of the WAL file, but not the locks themselves: the child's own
+    connection then writes without the locks it believes it holds, and another process's
+    connection can reset the WAL under it (its rows vanish). Readers in a process that forks
+    processors release their store when done.
+    """
+    online = getattr(store._get_provider(), "online_store", None)
+    conn = getattr(online, "_conn", None)
+    if conn is not None:
+        conn.close()
+        online._conn = None
 
 
 def _reap(child) -> None:

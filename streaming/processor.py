@@ -49,6 +49,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -59,7 +60,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from recast.settings import Settings
 from streaming.events import InvalidEvent, decode
 from streaming.log_reset import LogResetError, advice, current_topic_id, reset_reason
-from streaming.write_phase import FAULT_ENV, MicroBatchWriter, _Failpoint, _Record, _tp  # noqa: F401  (re-exported)
+from streaming.write_phase import FAULT_ENV, MicroBatchWriter, _Failpoint, _Record, _tp, paused_gc  # noqa: F401
 
 log = logging.getLogger("recast.stream")
 
@@ -110,6 +111,18 @@ def state_path(settings: Settings, group: str) -> Path:
     return settings.path(settings.stream.state_dir) / f"{group}.sqlite"
 
 
+def open_state(settings: Settings, group: str):
+    """The group's state store: the SQLite file (one host) or Redis (several hosts), ``stream.state_store``."""
+    if settings.stream.state_store == "redis":
+        from streaming.state_redis import RedisStateStore
+
+        return RedisStateStore(settings.stream.state_redis_address or settings.feast.redis_address, group,
+                               lock_ms=settings.stream.state_lock_ms)
+    from streaming.state import StateStore
+
+    return StateStore(state_path(settings, group))
+
+
 class StreamProcessor(MicroBatchWriter):
     """One instance of the processor; ``run()`` until stopped, caught up, idle or ``max_events``."""
 
@@ -125,7 +138,6 @@ class StreamProcessor(MicroBatchWriter):
         sink=None,
     ) -> None:
         from streaming.sink import FeastSink
-        from streaming.state import StateStore
 
         self.settings = settings
         self.topic = settings.kafka.events_topic
@@ -138,7 +150,7 @@ class StreamProcessor(MicroBatchWriter):
         self.write_offline = write_offline
         self.registry = registry or CollectorRegistry()
         self.metrics = ProcessorMetrics(self.registry)
-        self.state = StateStore(state_path(settings, self.group))
+        self.state = open_state(settings, self.group)
         self.sink = sink or FeastSink(settings, feast_store)
         self.item_vocab = load_item_vocab(settings)
         self.fault = _Failpoint()
@@ -146,6 +158,11 @@ class StreamProcessor(MicroBatchWriter):
         self.dlq = None
         self.pending: list[_Record] = []
         self.pending_since = 0.0
+        self.pending_lock = threading.Lock()
+        """Guards ``pending`` and ``assignment``: the rebalance listener changes them from the client's IO thread."""
+        self._revoked_in_poll: set[int] = set()
+        self.refetched: dict[int, int] = {}
+        """Partition -> offset it was fetched again from after a batch stopped at a hole (write_phase.py)."""
         self.applied: dict[int, int] = {}
         """Next offset to apply per assigned partition (for the lag)."""
         self.assignment: list[int] = []
@@ -196,28 +213,33 @@ class StreamProcessor(MicroBatchWriter):
         self.stop_requested = True
 
     # ------------------------------------------------------------------ rebalance
-    # kafka-python 3 runs these on its IO thread while poll() waits in the main thread: no blocking
-    # consumer calls (commit, committed) here, and nothing slow (heartbeats wait too).
+    # kafka-python 3 runs these on its IO thread, concurrently with the main thread's poll, decode
+    # and write phase: no blocking consumer calls (commit, committed) here, nothing slow (heartbeats
+    # wait too), ``pending`` and ``assignment`` only under ``pending_lock``, and state reads on the
+    # store's own listener connection (``committed_marks``), never inside the main thread's transaction.
     def _on_revoked(self, revoked) -> None:
         gone = {tp.partition for tp in revoked}
-        kept = [r for r in self.pending if r.partition not in gone]
-        if len(kept) != len(self.pending):
-            # not applied yet: the next owner re-reads them from the committed offset (idempotent)
-            log.info("rebalance: %d pending records of revoked partitions %s left to their next owner",
-                     len(self.pending) - len(kept), sorted(gone))
+        with self.pending_lock:
+            kept = [r for r in self.pending if r.partition not in gone]
+            dropped = len(self.pending) - len(kept)
             self.pending = kept
+            self._revoked_in_poll |= gone  # what a poll in flight returns for them predates the revocation
+            self.assignment = sorted(set(self.assignment) - gone)
+        if dropped:
+            # not applied yet: the next owner re-reads them from the watermark (idempotent)
+            log.info("rebalance: %d pending records of revoked partitions %s left to their next owner",
+                     dropped, sorted(gone))
         for p in gone:
             self.applied.pop(p, None)
+            self.refetched.pop(p, None)
             try:
                 self.metrics.lag.remove(str(p))
             except KeyError:
                 pass
-        self.assignment = sorted(set(self.assignment) - gone)
         self.metrics.assigned.set(len(self.assignment))
 
     def _on_assigned(self, assigned) -> None:
-        marks = self.state.watermarks(self.topic)  # a read: never waits for another instance's write
-        self.log_ids = self.state.log_ids(self.topic)
+        marks, self.log_ids = self.state.committed_marks(self.topic)  # never waits for another instance's write
         for tp in assigned:
             if tp.partition in marks:
                 # the state store is the source of truth of what was applied: fetch from there
@@ -226,7 +248,8 @@ class StreamProcessor(MicroBatchWriter):
             else:
                 self._unseen.append(tp)
         self._cleanup_parts = True  # done under the writer lock by the next flush
-        self.assignment = sorted(set(self.assignment) | {tp.partition for tp in assigned})
+        with self.pending_lock:
+            self.assignment = sorted(set(self.assignment) | {tp.partition for tp in assigned})
         self.metrics.assigned.set(len(self.assignment))
         log.info("assigned partitions %s of %s", self.assignment, self.topic)
 
@@ -245,11 +268,21 @@ class StreamProcessor(MicroBatchWriter):
     # ------------------------------------------------------------------ loop
     def poll_once(self, timeout_ms: int) -> int:
         room = self.batch_max_events - len(self.pending)
+        with self.pending_lock:
+            self._revoked_in_poll = set()
         polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=max(1, room))
         if self._unseen:
             self._check_unseen()
         reset = self._check_log_resets()
-        n = 0
+        with paused_gc():  # see MicroBatchWriter
+            n = self._add_polled(self._decode_polled(polled, reset))
+        if n and len(self.pending) == n:
+            self.pending_since = time.monotonic()
+        self._update_lag()
+        return n
+
+    def _decode_polled(self, polled, reset: set[int]) -> list[_Record]:
+        out = []
         for tp, records in polled.items():
             if tp.partition in reset:
                 continue  # fetched from the old position: read again from the beginning
@@ -260,13 +293,46 @@ class StreamProcessor(MicroBatchWriter):
                     event, error = None, exc
                 except Exception as exc:  # noqa: BLE001 - decode raises only InvalidEvent; never stop on a record
                     event, error = None, InvalidEvent("undecodable", repr(exc)[:200])
-                self.pending.append(_Record(tp.partition, r.offset, r.key, r.value, event, error))  # type: ignore[arg-type]
-                n += 1
-                self.applied.setdefault(tp.partition, r.offset)
-        if n and len(self.pending) == n:
-            self.pending_since = time.monotonic()
-        self._update_lag()
-        return n
+                out.append(_Record(tp.partition, r.offset, r.key, r.value, event, error))  # type: ignore[arg-type]
+        return out
+
+    def _add_polled(self, records: list[_Record]) -> int:
+        """Append a poll's records to ``pending``, except those of partitions revoked while it was in flight.
+
+        Those were fetched before the revocation, which already dropped the partition's earlier
+        pending records: kept, they would start above the watermark, and the batch would move the
+        watermark over records never applied. A partition that came back to this instance is
+        fetched again from where its applied history ends.
+        """
+        with self.pending_lock:
+            revoked, self._revoked_in_poll = self._revoked_in_poll, set()
+            kept = [r for r in records if r.partition not in revoked]
+            self.pending.extend(kept)
+            back = [p for p in revoked if p in self.assignment]
+        for r in kept:
+            self.applied.setdefault(r.partition, r.offset)
+        if len(kept) != len(records):
+            log.info("rebalance: %d polled records of partitions %s revoked during the poll dropped",
+                     len(records) - len(kept), sorted(revoked))
+        if back:
+            self._resume(back)
+        return len(kept)
+
+    def _resume(self, partitions: list[int]) -> None:
+        """Fetch ``partitions`` again from their watermark (else the group's committed offset, else
+        the beginning), dropping their pending records: main thread only (``committed`` blocks)."""
+        marks = self.state.watermarks(self.topic)
+        with self.pending_lock:
+            self.pending = [r for r in self.pending if r.partition not in partitions]
+        for p in partitions:
+            tp = _tp(self.topic, p)
+            if p in marks:
+                self.consumer.seek(tp, marks[p])
+            elif (committed := self.consumer.committed(tp)) is not None:
+                self.consumer.seek(tp, committed)
+            else:
+                self.consumer.seek_to_beginning(tp)
+            self.applied.pop(p, None)
 
     def current_topic_id(self) -> str | None:
         return current_topic_id(self.consumer, self.topic) if self.consumer is not None else None
@@ -290,7 +356,8 @@ class StreamProcessor(MicroBatchWriter):
         with self.state.write_phase() as st:
             for p in found:
                 st.forget_partition(self.topic, p)
-        self.pending = [r for r in self.pending if r.partition not in found]
+        with self.pending_lock:
+            self.pending = [r for r in self.pending if r.partition not in found]
         for p in found:
             self.applied[p] = 0
             self.log_ids.pop(p, None)
@@ -378,6 +445,14 @@ def run_processor(settings: Settings, group: str | None = None, metrics_port: in
     from features.feast_repo import ensure_feature_store
 
     ensure_feature_store(settings)
+    import gc
+
+    # the imported libraries (Feast, pandas, pyarrow) are never garbage: frozen, collections do not scan them.
+    # Collect first: garbage frozen would live forever, and a process forked from one that had read the
+    # online store (the tests' harness) inherits that reader's SQLite connection as garbage -- kept open,
+    # its copied lock bookkeeping would be reused by this process's own connection to the same file.
+    gc.collect()
+    gc.freeze()
     proc = StreamProcessor(settings, group, batch_max_events=batch_max_events, batch_max_wait_ms=batch_max_wait_ms)
     port = settings.stream.metrics_port if metrics_port is None else metrics_port
     if port:

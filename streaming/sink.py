@@ -7,9 +7,11 @@ processor at a few dozen events/s).
 
 ``FeatureStore.push`` walks the registry on every call to find the feature
 views fed by the push source (three registry listings, ~50 ms per push on this
-machine). The sink resolves them once, exactly as ``push`` does, and then hands
-each DataFrame to the provider's ``ingest_df``, which is what ``push`` ends up
-calling; ``resolve_once=False`` keeps the plain ``FeatureStore.push``. The same rows are written as one parquet
+machine), then converts the DataFrame to protobuf values through Arrow and
+writes row by row. The sink resolves the views once, exactly as ``push`` does,
+and writes each batch with one :class:`~streaming.online_write.OnlineWriter`
+call per view (one ``executemany`` for SQLite, one script call for Redis);
+``resolve_once=False`` keeps the plain ``FeatureStore.push``. The same rows are written as one parquet
 part per view into the folders the push sources' batch sources read, so
 ``get_historical_features`` sees them for training (point-in-time values as of
 the micro-batch, stamped with the entity's latest event time).
@@ -37,6 +39,7 @@ from features.feast_repo import (
     stream_offline_dirs,
 )
 from recast.settings import Settings
+from streaming.online_write import OnlineWriter
 
 
 def _frame(key: str, rows: list[dict[str, Any]], features: tuple[str, ...], ts_field: str):
@@ -53,7 +56,6 @@ class FeastSink:
     def __init__(self, settings: Settings, store=None, resolve_once: bool = True) -> None:
         self.settings = settings
         self.store = store or open_store(repo_dir(settings))
-        self._views: dict[str, list] = {}
         for view in (USER_STREAM_VIEW, ITEM_STREAM_VIEW):
             try:
                 self.store.get_feature_view(view)
@@ -66,13 +68,13 @@ class FeastSink:
         self.user_dir.mkdir(parents=True, exist_ok=True)
         self.item_dir.mkdir(parents=True, exist_ok=True)
         _enable_wal(settings.path(settings.feast.online_store_path))
+        self._writers: dict[str, list[OnlineWriter]] = {}
         if resolve_once:
             try:
-                self._provider = self.store._get_provider()
-                for source in (USER_STREAM_PUSH, ITEM_STREAM_PUSH):
-                    self._views[source] = self._views_for(source)
-            except AttributeError:  # a Feast without these internals: plain push
-                self._views = {}
+                for source, key in ((USER_STREAM_PUSH, USER_KEY), (ITEM_STREAM_PUSH, ITEM_KEY)):
+                    self._writers[source] = [OnlineWriter(self.store, view, key) for view in self._views_for(source)]
+            except (AttributeError, ImportError):  # a Feast without these internals: plain push
+                self._writers = {}
 
     def _views_for(self, push_source: str) -> list:
         """The feature views whose stream source is ``push_source`` (FeatureStore.push's own rule)."""
@@ -96,12 +98,12 @@ class FeastSink:
             return None, 0.0
         frame = _frame(key, rows, features, ts_field)
         started = time.perf_counter()
-        views = self._views.get(source)
-        if views is None:
+        writers = self._writers.get(source)
+        if writers is None:
             self.store.push(source, frame)
         else:
-            for view in views:
-                self._provider.ingest_df(view, frame)
+            for writer in writers:
+                writer.write(rows, ts_field)
         return frame, time.perf_counter() - started
 
     def write_offline(self, frame, kind: str, prefix: str) -> str:

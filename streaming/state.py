@@ -10,9 +10,9 @@ A batch's write phase runs inside :meth:`StateStore.write_phase`
 (``BEGIN IMMEDIATE``): it is also the lock that serializes the writers of
 several processor instances on this host, so the merge of partials across
 partitions (item popularity) never reads a half-written state, and the
-offline-part cleanup never removes a part that is being written. In
-production the same role is played by a shared transactional store
-(Postgres) or by re-keying item events to their own topic.
+offline-part cleanup never removes a part that is being written. Instances
+on several hosts share :class:`~streaming.state_redis.RedisStateStore`
+instead (``stream.state_store: redis``), which keeps these semantics.
 """
 
 from __future__ import annotations
@@ -53,6 +53,28 @@ class StateStore:
 
     def close(self) -> None:
         self.db.close()
+        if self._listener_db is not None:
+            self._listener_db.close()
+
+    _listener_db: sqlite3.Connection | None = None
+
+    def committed_marks(self, topic: str) -> tuple[dict[int, int], dict[int, str]]:
+        """Watermarks and log ids as committed, read on a connection of their own.
+
+        For the consumer's rebalance listener, which runs on the Kafka client's IO thread while
+        the main thread may be inside :meth:`write_phase` on ``self.db``: a read there would see
+        that batch's uncommitted watermarks (which a rollback then takes back), and a statement
+        still stepping on the shared connection makes the main thread's ``COMMIT`` fail.
+        """
+        if self._listener_db is None:
+            self._listener_db = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None,
+                                                check_same_thread=False)
+        db = self._listener_db
+        marks = {int(p): int(o) for p, o in db.execute(
+            "SELECT part, next_offset FROM watermarks WHERE topic = ?", (topic,)).fetchall()}
+        logs = {int(p): str(t) for p, t in db.execute(
+            "SELECT part, topic_id FROM logs WHERE topic = ?", (topic,)).fetchall()}
+        return marks, logs
 
     @contextmanager
     def write_phase(self) -> Iterator["StateStore"]:

@@ -11,23 +11,24 @@ from streaming.log_reset import advice, current_topic_id, reset_reason
 
 def stream_status(settings: Settings, group: str | None = None, timeout_s: float = 5.0) -> dict[str, Any]:
     from streaming.broker import broker_status
-    from streaming.processor import state_path
+    from streaming.processor import open_state, state_path
 
     group = group or settings.stream.consumer_group
     out: dict[str, Any] = {"broker": broker_status(settings), "group": group}
     path = state_path(settings, group)
     marks: dict[int, int] = {}
     log_ids: dict[int, str] = {}
-    if path.exists():
-        from streaming.state import StateStore
-
-        store = StateStore(path)
+    if settings.stream.state_store == "redis" or path.exists():
         try:
-            marks = store.watermarks(settings.kafka.events_topic)
-            log_ids = store.log_ids(settings.kafka.events_topic)
-            out["state"] = {"path": str(path), **store.counts()}
-        finally:
-            store.close()
+            store = open_state(settings, group)
+            try:
+                marks = store.watermarks(settings.kafka.events_topic)
+                log_ids = store.log_ids(settings.kafka.events_topic)
+                out["state"] = {"path": str(store.path), **store.counts()}
+            finally:
+                store.close()
+        except Exception as exc:  # status answers whatever happens (a Redis that is down)
+            out["state"] = {"error": str(exc)}
     else:
         out["state"] = {"path": str(path), "exists": False}
     if out["broker"].get("healthy"):

@@ -255,6 +255,7 @@ def test_values_schema_rejects_bad_values(values: dict, complaint: str) -> None:
     "values, message",
     [
         ({"streamProcessor": {"replicas": 13}}, "must not exceed the partitions of topic recast.events (12)"),
+        ({"streamProcessor": {"stateStore": "sqlite"}}, "streamProcessor.replicas (2) needs streamProcessor.stateStore: redis"),
         ({"forecast": {"enabled": True, "replicas": 7}}, "must not exceed the partitions of topic recast.forecasts (6)"),
         ({"kafka": {"mode": "external"}}, "kafka.externalBootstrapServers is required"),
         ({"modelRepository": {"source": "objectStorage"}}, "modelRepository.objectStorage.uri is required"),
@@ -560,6 +561,38 @@ def test_gateway_settings_point_at_the_rendered_services(name: str, tmp_path: Pa
     build = [i for i in pod_spec(triton).get("initContainers", []) if i["name"] == "build-engines"]
     triton_source = f"--source={repo}" in build[0]["args"] if build else repo in server["args"][0]
     assert triton_source, "gateway and Triton must read the same model repository"
+
+
+@pytest.mark.parametrize("name", ["defaults", "external-kafka-redis"])
+def test_stream_replicas_share_the_redis_state_store(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every replica of the processor opens the same group state in the release's Redis (no per-pod volume)."""
+    from streaming.state_redis import connection_kwargs
+
+    m = docs(name)
+    stream = one(m, "StatefulSet", f"{RELEASE}-stream")
+    assert stream["spec"]["replicas"] == 2 and "volumeClaimTemplates" not in stream["spec"]
+    c = container(stream, "stream")
+    s = settings_from(c, m, tmp_path, monkeypatch)
+    assert s.stream.state_store == "redis" and s.stream.consumer_group == chart_values()["streamProcessor"]["consumerGroup"]
+    address = connection_kwargs(s.stream.state_redis_address)
+    if name == "defaults":  # the release's Redis Service
+        redis = one(m, "Service", address["host"])
+        assert address["port"] == redis["spec"]["ports"][0]["port"] and "password" not in address
+    else:  # the external Redis, its password from the Secret, expanded by the kubelet from the env before it
+        assert (address["host"], address["port"]) == ("redis.cache.svc", 6380)
+        assert address["password"] == "$(FEAST_REDIS_PASSWORD)"
+        names = [e["name"] for e in c["env"]]
+        assert names.index("FEAST_REDIS_PASSWORD") < names.index("RECAST_STREAM__STATE_REDIS_ADDRESS")
+
+
+def test_a_sqlite_state_store_keeps_one_replica_on_its_own_volume() -> None:
+    manifests = [d for t in render({"streamProcessor": {"stateStore": "sqlite", "replicas": 1}}).values()
+                 for d in yaml.safe_load_all(t) if d]
+    stream = one(manifests, "StatefulSet", f"{RELEASE}-stream")
+    assert stream["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "state"
+    env = env_of(container(stream, "stream"))
+    assert env["RECAST_STREAM__STATE_DIR"] == mount_path(container(stream, "stream"), "state")
+    assert "RECAST_STREAM__STATE_STORE" not in env  # the code's default: sqlite
 
 
 def test_probe_and_metrics_paths_are_gateway_routes() -> None:

@@ -192,6 +192,16 @@ def test_two_instances_in_one_group_split_the_partitions(stack: StreamStack) -> 
     assert s.mismatches(events) == []
 
 
+def test_reading_the_online_store_leaves_no_connection_for_a_forked_processor(stack: StreamStack) -> None:
+    """The processors above are forked from this process after it read the online store: an open
+    SQLite connection would be inherited with its WAL lock bookkeeping and the children's writes lost."""
+    online = str(stack.settings.path(stack.settings.feast.online_store_path))
+    stack.online("user", ["nobody"])
+    fds = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+           if os.path.exists(f"/proc/self/fd/{fd}")]
+    assert not [f for f in fds if f.startswith(online)]
+
+
 def test_gateway_publisher_survives_an_unavailable_broker(tmp_path) -> None:
     """No broker yet: exposures buffer up to the bound, the rest are counted as dropped; the broker
     comes up: the buffer is delivered. The broker restarts (memory lost, topics recreated): the

@@ -109,3 +109,19 @@ def test_uses_stream_features() -> None:
     fresh = FeatureSpec(sparse=(SparseFeature("user_id", 10, "user"), SparseFeature("clicks_1h_bucket", 8, "user")))
     assert not uses_stream_features([static])
     assert uses_stream_features([static, fresh])
+
+
+def test_one_partial_takes_the_unmerged_path_with_the_merged_values() -> None:
+    import random
+
+    from streaming.features import UserPartial, merge_user
+
+    rng = random.Random(3)
+    for _ in range(200):
+        p = UserPartial()
+        for _ in range(rng.randrange(1, 30)):
+            p.apply(1_700_000_000_000 + rng.randrange(0, 3 * 86_400_000), rng.choice(["view", "click", "purchase"]),
+                    str(rng.randrange(20)), 5)
+        vocab = {str(i): i + 1 for i in range(0, 20, 2)}
+        # an empty second partial changes nothing but takes the general merge
+        assert merge_user([p], 5, vocab) == merge_user([p, UserPartial()], 5, vocab)

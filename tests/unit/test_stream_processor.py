@@ -56,6 +56,12 @@ class FakeConsumer:
     def seek(self, tp, offset):
         self.seeks[tp.partition] = offset
 
+    def seek_to_beginning(self, *tps):
+        self.seeks.update((tp.partition, 0) for tp in tps)
+
+    def committed(self, tp):
+        return None
+
 
 class FakeDLQ:
     """Acknowledges every send, unless ``down`` (every ack fails) or the value exceeds ``max_bytes``
@@ -249,3 +255,77 @@ def test_a_log_reset_stops_or_rebuilds_the_partition(proc) -> None:
     assert proc.state.watermarks(proc.topic) == {1: 1} and proc.applied[0] == 0
     assert set(proc.state.user_partials(["u1", "u2"])) == {"u2"}  # partition 0's partials are gone
     assert proc.log[-1] == ("seek_to_beginning", [0])
+
+
+def test_an_offset_twice_in_one_batch_is_applied_once(proc) -> None:
+    """A revoke + re-assign during a poll can leave records of the old position next to the same
+    offsets fetched again after the seek."""
+    proc.pending = [record(0, 0, "u1", 1000), record(0, 1, "u1", 2000), record(0, 0, "u1", 1000),
+                    record(0, 1, "u1", 2000), record(0, 2, "u1", 3000)]
+    assert proc.flush() == 3
+    assert proc.sink.users["u1"]["clicks_24h"] == 3  # not 5
+    assert proc.totals["duplicate_skipped"] == 2
+    assert proc.state.watermarks(proc.topic) == {0: 3}
+
+
+def polled(partition: int, offsets: range, user: str = "u1") -> list:
+    """Records as ``KafkaConsumer.poll`` returns them."""
+    from types import SimpleNamespace
+
+    return [SimpleNamespace(offset=o, key=b"k", value=record(partition, o, user, 1000 + o).value) for o in offsets]
+
+
+def test_a_batch_never_moves_the_watermark_over_a_hole(proc) -> None:
+    """Offsets 5-7 missing (dropped by a rebalance): 8-10 wait, the partition is fetched again from 5."""
+    proc.assignment = [0]
+    proc.pending = [record(0, o, "u1", 1000 + o) for o in range(5)]
+    proc.flush()
+    proc.pending = [record(0, o, "u1", 1000 + o) for o in (8, 9, 10)]
+    assert proc.flush() == 0
+    assert proc.state.watermarks(proc.topic) == {0: 5} and proc.log[-1] == ("commit", {0: 5})
+    assert proc.consumer.seeks == {0: 5} and proc.totals["refetched"] == 3
+    proc.pending = [record(0, o, "u1", 1000 + o) for o in range(5, 11)]  # fetched again from 5
+    assert proc.flush() == 6
+    assert proc.sink.users["u1"]["clicks_24h"] == 11 and proc.state.watermarks(proc.topic) == {0: 11}
+
+
+def test_a_real_gap_in_the_log_is_stepped_over_once_fetched_again_from_it(proc) -> None:
+    """Offset 3 is a transaction marker: not in the log, fetched again from it the batch starts at 4."""
+    proc.assignment = [0]
+    proc.pending = [record(0, o, "u1", 1000 + o) for o in (0, 1, 2, 4, 5)]
+    assert proc.flush() == 3 and proc.consumer.seeks == {0: 3}
+    proc.pending = [record(0, o, "u1", 1000 + o) for o in (4, 5, 6)]
+    assert proc.flush() == 3
+    assert proc.state.watermarks(proc.topic) == {0: 7} and proc.sink.users["u1"]["clicks_24h"] == 6
+
+
+def test_a_rebalance_during_a_poll_loses_nothing(proc) -> None:
+    """The rebalance listener runs on the client's IO thread while ``poll`` is in flight: the partition
+    is revoked (its pending offsets 0-4 dropped) and re-assigned, and the poll then returns offsets 5-9
+    fetched before the revocation. Applied, they moved the watermark to 10 and offsets 0-4 were lost."""
+    tp = TopicPartition(proc.topic, 0)
+    proc.assignment = [0]
+    proc.pending = [record(0, o, "u1", 1000 + o) for o in range(5)]
+
+    def poll_with_a_rebalance(timeout_ms=0, max_records=None):
+        proc._on_revoked([tp])
+        proc._on_assigned([tp])
+        return {tp: polled(0, range(5, 10))}
+
+    proc.consumer.poll = poll_with_a_rebalance
+    assert proc.poll_once(0) == 0 and proc.pending == []
+    assert proc.consumer.seeks == {0: 0}  # no watermark, no committed offset: fetched again from the start
+    proc.consumer.poll = lambda timeout_ms=0, max_records=None: {tp: polled(0, range(10))}
+    assert proc.poll_once(0) == 10
+    assert proc.flush() == 10
+    assert proc.sink.users["u1"]["clicks_24h"] == 10 and proc.state.watermarks(proc.topic) == {0: 10}
+
+
+def test_the_rebalance_listener_reads_only_committed_watermarks(proc) -> None:
+    """``_on_assigned`` runs while the main thread may be inside a write phase on the same store."""
+    with proc.state.write_phase() as st:
+        st.set_watermarks(proc.topic, {0: 42})  # not committed: the batch may still roll back
+        proc._on_assigned([TopicPartition(proc.topic, 0)])
+        assert proc.consumer.seeks == {}
+    proc._on_assigned([TopicPartition(proc.topic, 0)])
+    assert proc.consumer.seeks == {0: 42}

@@ -1,0 +1,188 @@
+"""Processor state in Redis, shared by the instances of a consumer group on any number of hosts.
+
+The same interface and the same guarantees as the SQLite :class:`~streaming.state.StateStore`
+(``stream.state_store: redis``), so a partition that moves to an instance on another host
+keeps its history:
+
+* :meth:`RedisStateStore.write_phase` takes the group's lock (``SET NX PX`` with a random
+  token; the lock the SQLite store gets from ``BEGIN IMMEDIATE``), so the cross-partition
+  merge of item partials never reads a half-written state;
+* reads inside it go to Redis; writes are buffered and applied at the end in one
+  ``MULTI``/``EXEC`` under ``WATCH`` of the lock: all of them or none. An instance whose lock
+  expired (paused longer than ``lock_ms``) and was taken over finds the lock changed; its
+  ``EXEC`` is refused and its batch retried, so a stale instance never overwrites the new
+  owner's state (a fencing check, not a lease that is merely hoped to hold);
+* a crash (``kill -9``) anywhere before ``EXEC`` leaves the state as it was; the lock
+  expires after ``lock_ms``.
+
+Partials are kept per entity in one hash (field: partition), values in the same JSON as
+the SQLite store. Watermarks, dead-letter marks and log ids are hashes per topic.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from contextlib import contextmanager
+from typing import Iterable, Iterator
+
+from streaming.features import ItemPartial, UserPartial
+
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+def connection_kwargs(address: str) -> dict:
+    """redis-py arguments of Feast's connection string ``host:port[,password=...][,ssl=true][,db=N]``
+    (``feast.redis_address`` is the Feast online store's, so the state can share its server)."""
+    first, *options = [part.strip() for part in address.split(",")]
+    host, _, port = first.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"Redis address {address!r}: expected host:port[,password=...][,ssl=true][,db=N]")
+    out: dict = {"host": host, "port": int(port)}
+    for option in options:
+        key, _, value = option.partition("=")
+        if key == "password":
+            out["password"] = value
+        elif key == "ssl":
+            out["ssl"] = value.lower() == "true"
+        elif key == "db":
+            out["db"] = int(value)
+    return out
+
+
+class RedisStateStore:
+    def __init__(self, address: str, group: str, lock_ms: int = 30_000, lock_wait_s: float = 60.0) -> None:
+        import redis
+
+        self.client = redis.Redis(**connection_kwargs(address), socket_timeout=30)
+        self.prefix = f"recast:stream-state:{group}:"
+        self.path = f"redis://{address.split(',')[0]}/{self.prefix}"  # where, for messages (no password)
+        self.lock_key = self.prefix + "lock"
+        self.lock_ms, self.lock_wait_s = lock_ms, lock_wait_s
+        self._token: str | None = None
+        self._writes: list[tuple] = []
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- the write phase: lock, buffered writes, one fenced transaction
+    @contextmanager
+    def write_phase(self) -> Iterator["RedisStateStore"]:
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + self.lock_wait_s
+        while not self.client.set(self.lock_key, token, nx=True, px=self.lock_ms):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the state lock {self.lock_key} was held for over {self.lock_wait_s:.0f} s")
+            time.sleep(0.01)
+        self._token, self._writes = token, []
+        try:
+            yield self
+            self._commit(token)
+        finally:
+            self._token, self._writes = None, []
+            self.client.eval(_RELEASE, 1, self.lock_key, token)
+
+    def _commit(self, token: str) -> None:
+        import redis
+
+        with self.client.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(self.lock_key)
+                if pipe.get(self.lock_key) != token.encode():
+                    raise RuntimeError("the state lock expired and was taken over; the batch is retried")
+                pipe.multi()
+                for command in self._writes:
+                    pipe.execute_command(*command)
+                pipe.execute()
+            except redis.WatchError as exc:
+                raise RuntimeError("the state lock changed during the commit; the batch is retried") from exc
+
+    def _write(self, *command) -> None:
+        if self._token is None:
+            raise RuntimeError("state writes happen inside write_phase()")
+        self._writes.append(command)
+
+    def _hash(self, name: str) -> dict[int, int]:
+        return {int(k): int(v) for k, v in self.client.hgetall(self.prefix + name).items()}
+
+    def _hset(self, name: str, marks: dict[int, int | str]) -> None:
+        if marks:
+            self._write("HSET", self.prefix + name, *[x for kv in marks.items() for x in kv])
+
+    # -- watermarks, dead-letter marks, log ids
+    def watermarks(self, topic: str) -> dict[int, int]:
+        return self._hash(f"wm:{topic}")
+
+    def set_watermarks(self, topic: str, marks: dict[int, int]) -> None:
+        self._hset(f"wm:{topic}", marks)
+
+    def committed_marks(self, topic: str) -> tuple[dict[int, int], dict[int, str]]:
+        """Watermarks and log ids as committed (reads never see a write phase's buffered writes)."""
+        return self.watermarks(topic), self.log_ids(topic)
+
+    def dead_letter_marks(self, topic: str) -> dict[int, int]:
+        return self._hash(f"dl:{topic}")
+
+    def set_dead_letter_marks(self, topic: str, marks: dict[int, int]) -> None:
+        current = self.dead_letter_marks(topic)  # the lock is held: no other writer in between
+        self._hset(f"dl:{topic}", {p: max(o, current.get(p, 0)) for p, o in marks.items()})
+
+    def log_ids(self, topic: str) -> dict[int, str]:
+        return {int(k): v.decode() for k, v in self.client.hgetall(self.prefix + f"log:{topic}").items()}
+
+    def set_log_ids(self, topic: str, parts: Iterable[int], topic_id: str) -> None:
+        self._hset(f"log:{topic}", {p: topic_id for p in parts})
+
+    def forget_partition(self, topic: str, part: int) -> None:
+        for name in ("wm", "dl", "log"):
+            self._write("HDEL", self.prefix + f"{name}:{topic}", part)
+        for kind in ("u", "i"):
+            for key in self.client.scan_iter(match=self.prefix + f"{kind}:*", count=1000):
+                self._write("HDEL", key, part)
+
+    # -- partials: one hash per entity, field = partition
+    def _partials(self, kind: str, keys: list[str], loads) -> dict:
+        out: dict = {}
+        with self.client.pipeline(transaction=False) as pipe:
+            for k in keys:
+                pipe.hgetall(f"{self.prefix}{kind}:{k}")
+            for k, fields in zip(keys, pipe.execute()):
+                if fields:
+                    out[k] = {int(p): loads(s.decode()) for p, s in fields.items()}
+        return out
+
+    def user_partials(self, users: Iterable[str]) -> dict[str, dict[int, UserPartial]]:
+        return self._partials("u", list(users), UserPartial.loads)
+
+    def item_partials(self, items: Iterable[str]) -> dict[str, dict[int, ItemPartial]]:
+        return self._partials("i", list(items), ItemPartial.loads)
+
+    def put_users(self, rows: Iterable[tuple[str, int, UserPartial]]) -> None:
+        for u, p, s in rows:
+            self._write("HSET", f"{self.prefix}u:{u}", p, s.dumps())
+
+    def put_items(self, rows: Iterable[tuple[str, int, ItemPartial]]) -> None:
+        for i, p, s in rows:
+            self._write("HSET", f"{self.prefix}i:{i}", p, s.dumps())
+
+    # -- offline parts
+    def add_offline_parts(self, rows: Iterable[tuple[str, str, int, int, int]]) -> None:
+        names = [r[0] for r in rows]
+        if names:
+            self._write("SADD", self.prefix + "parts", *names)
+
+    def offline_parts(self) -> set[str]:
+        return {n.decode() for n in self.client.smembers(self.prefix + "parts")}
+
+    def clear(self) -> int:
+        """Delete the group's whole state (``recast stream reset``); returns the keys removed."""
+        keys = list(self.client.scan_iter(match=self.prefix + "*", count=1000))
+        for start in range(0, len(keys), 1000):
+            self.client.delete(*keys[start:start + 1000])
+        return len(keys)
+
+    def counts(self) -> dict[str, int]:
+        def count(match: str) -> int:
+            return sum(1 for _ in self.client.scan_iter(match=self.prefix + match, count=1000))
+
+        return {"users": count("u:*"), "items": count("i:*"), "offline_parts": self.client.scard(self.prefix + "parts")}
