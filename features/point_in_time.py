@@ -227,3 +227,41 @@ def build_time_split(raw_dir: Path, out: Path, stream: bool, fractions=(0.8, 0.1
     })
     spec.save(out / SPEC_FILE)
     return spec
+
+
+def build_training_set(examples: pl.DataFrame, features_dir: Path, spec: FeatureSpec, out: Path,
+                       history: tuple[pl.DataFrame, pl.DataFrame] | None = None,
+                       fractions=(0.8, 0.1, 0.1)) -> dict[str, int]:
+    """A features folder for ``spec`` from labelled examples (``user``, ``item``, ``ts_ms``, ``label``).
+
+    Static features come from the offline store at ``features_dir`` (encoded
+    with its vocabularies, so a checkpoint trained on it can continue), the
+    streaming features (when ``spec`` names them) from ``history`` rows as of
+    strictly before each example; the split is by time. Returns rows per split.
+    """
+    users = pl.read_parquet(Path(features_dir) / USERS_FILE).drop(STAMP, strict=False)
+    items = pl.read_parquet(Path(features_dir) / ITEMS_FILE).drop(STAMP, strict=False)
+    frame = (examples.select("user", "item", pl.col(EXAMPLE_TS).cast(pl.Int64), pl.col("label").cast(pl.Int64))
+             .with_row_index("_row").join(users, on="user", how="left").join(items, on="item", how="left")
+             .sort("_row").drop("_row"))
+    static = [f for f in spec.sparse if f.name not in STREAM_COLUMNS]
+    frame = frame.with_columns(
+        [pl.col(f.name).fill_null(pl.lit([], dtype=pl.List(pl.Int64))) if f.multi_valued
+         else pl.col(f.name).fill_null(0) for f in static])
+    if any(f.name in STREAM_COLUMNS for f in spec.sparse):
+        if history is None:
+            raise ValueError("the spec names streaming features: give the feature history rows")
+        frame = as_of_join(frame, *history)
+    frame = frame.with_columns(time_split_codes(frame.get_column(EXAMPLE_TS), fractions),
+                               (pl.col(EXAMPLE_TS) // 1000).alias("timestamp"))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = {}
+    for code, split in enumerate(SPLIT_NAMES):
+        part = frame.filter(pl.col("split") == code).select("user", "item", "timestamp", "label", *spec.names)
+        rows[split] = part.height
+        write_parquet(part, out / split_file(split))
+    FeatureSpec(spec.sparse, spec.dense, spec.label, {**spec.meta, "rows": rows,
+                                                      "split": {"kind": "time", "fractions": list(fractions)}}
+                ).save(out / SPEC_FILE)
+    return rows
