@@ -285,6 +285,8 @@ def guarded_rollout(settings: Settings, behaviour=None, seed: int = 0) -> dict[s
     for repo in (local_repo, settings.path(settings.export.model_repository)):
         if candidate["version"] in list_models(repo).get(candidate["name"], []):
             remove_version(repo, candidate["name"], candidate["version"])
+        if list_models(repo).get(candidate["name"]) == []:  # a model without versions would fail to load
+            shutil.rmtree(repo / candidate["name"])
     candidate["decided_on_simulated_day"] = final.simulated_day
     _write_registry(settings, registry)
     outcome = (f"{live} v{registry['live'].get('version')} now serves" if final.action == "promote"
