@@ -229,29 +229,42 @@ def build_time_split(raw_dir: Path, out: Path, stream: bool, fractions=(0.8, 0.1
     return spec
 
 
+def assemble(examples: pl.DataFrame, features_dir: Path, names: Iterable[str],
+             history: tuple[pl.DataFrame, pl.DataFrame] | None = None) -> pl.DataFrame:
+    """``examples`` (``user``, ``item``, ``ts_ms``, ...) with the feature columns ``names``, as training sees them.
+
+    Static features come from the offline store at ``features_dir`` (its
+    encoded ``users``/``items`` tables: unknown entities get 0 / ``[]``, as at
+    serving time), streaming ones from ``history`` as of strictly before each
+    example. The same function builds training sets and the training side of
+    the training-serving consistency check.
+    """
+    names = list(names)
+    users = pl.read_parquet(Path(features_dir) / USERS_FILE).drop(STAMP, strict=False)
+    items = pl.read_parquet(Path(features_dir) / ITEMS_FILE).drop(STAMP, strict=False)
+    frame = (examples.with_columns(pl.col(EXAMPLE_TS).cast(pl.Int64)).with_row_index("_row")
+             .join(users, on="user", how="left").join(items, on="item", how="left").sort("_row").drop("_row"))
+    static = [n for n in names if n not in STREAM_COLUMNS]
+    missing = [n for n in static if n not in frame.columns]
+    if missing:
+        raise ValueError(f"the offline store at {features_dir} has no feature(s) {missing}")
+    frame = frame.with_columns(
+        [pl.col(n).fill_null(pl.lit([], dtype=pl.List(pl.Int64))) if frame.schema[n] == pl.List(pl.Int64)
+         else pl.col(n).fill_null(0) for n in static])
+    if any(n in STREAM_COLUMNS for n in names):
+        if history is None:
+            raise ValueError("streaming features need the feature history rows")
+        frame = as_of_join(frame, *history)
+    return frame
+
+
 def build_training_set(examples: pl.DataFrame, features_dir: Path, spec: FeatureSpec, out: Path,
                        history: tuple[pl.DataFrame, pl.DataFrame] | None = None,
                        fractions=(0.8, 0.1, 0.1)) -> dict[str, int]:
-    """A features folder for ``spec`` from labelled examples (``user``, ``item``, ``ts_ms``, ``label``).
-
-    Static features come from the offline store at ``features_dir`` (encoded
-    with its vocabularies, so a checkpoint trained on it can continue), the
-    streaming features (when ``spec`` names them) from ``history`` rows as of
-    strictly before each example; the split is by time. Returns rows per split.
-    """
-    users = pl.read_parquet(Path(features_dir) / USERS_FILE).drop(STAMP, strict=False)
-    items = pl.read_parquet(Path(features_dir) / ITEMS_FILE).drop(STAMP, strict=False)
-    frame = (examples.select("user", "item", pl.col(EXAMPLE_TS).cast(pl.Int64), pl.col("label").cast(pl.Int64))
-             .with_row_index("_row").join(users, on="user", how="left").join(items, on="item", how="left")
-             .sort("_row").drop("_row"))
-    static = [f for f in spec.sparse if f.name not in STREAM_COLUMNS]
-    frame = frame.with_columns(
-        [pl.col(f.name).fill_null(pl.lit([], dtype=pl.List(pl.Int64))) if f.multi_valued
-         else pl.col(f.name).fill_null(0) for f in static])
-    if any(f.name in STREAM_COLUMNS for f in spec.sparse):
-        if history is None:
-            raise ValueError("the spec names streaming features: give the feature history rows")
-        frame = as_of_join(frame, *history)
+    """A features folder for ``spec`` from labelled examples (``user``, ``item``, ``ts_ms``, ``label``),
+    split by time (:func:`assemble` gives the features); returns rows per split."""
+    frame = assemble(examples.select("user", "item", EXAMPLE_TS, pl.col("label").cast(pl.Int64)), features_dir,
+                     spec.names, history)
     frame = frame.with_columns(time_split_codes(frame.get_column(EXAMPLE_TS), fractions),
                                (pl.col(EXAMPLE_TS) // 1000).alias("timestamp"))
     out = Path(out)

@@ -111,6 +111,11 @@ def cmd_demo(args: argparse.Namespace, s: Settings) -> None:
 def cmd_loop(args: argparse.Namespace, s: Settings) -> None:
     from recast.loop import guarded_rollout, run_cycle
 
+    if args.check_consistency:
+        from recast.consistency import run_check
+
+        _print(run_check(s))
+        return
     if args.rollout_only:
         _print(guarded_rollout(s))
         return
@@ -178,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     lp.add_argument("--rollout", choices=["simulate", "none"], help="default: loop.rollout; none leaves the candidate "
                                                                     "registered without traffic")
     lp.add_argument("--rollout-only", action="store_true", help="decide on the pending candidate, train nothing")
+    lp.add_argument("--check-consistency", action="store_true",
+                    help="compare the features the gateway logged with sampled exposures against the training-set "
+                         "builder's, per feature; write the mismatch rates and their Prometheus gauges")
     lp.set_defaults(func=cmd_loop)
 
     from abtest.cli import register as register_abtest

@@ -283,6 +283,8 @@ class LoopSettings(BaseModel):
     does not run the model)."""
     simulated_latency_multiplier: float = 1.0
     simulated_error_rate: float = 0.001
+    consistency_sample: float = Field(0.01, ge=0, le=1)
+    """Share of served requests whose feature ids the gateway logs with the exposure (training-serving check)."""
 
 
 class Settings(BaseSettings):
