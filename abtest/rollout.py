@@ -111,12 +111,15 @@ def rollout_config(live: str, candidate: str, share: float, policy: RolloutPolic
 
 
 def _quantile_bounds(samples: np.ndarray, q: float, z: float = 1.96) -> tuple[float, float]:
-    """Distribution-free 95% interval of a quantile from order statistics (binomial normal approximation)."""
+    """Distribution-free 95% interval of a quantile from order statistics (binomial normal approximation);
+    an end beyond the sample is unknown (0 or +inf): too few samples to bound a tail quantile."""
     x = np.sort(samples)
     n = x.size
+    if n == 0:
+        return 0.0, float("inf")
     half = z * math.sqrt(n * q * (1 - q))
-    lo, hi = max(0, int(math.floor(n * q - half)) - 1), min(n - 1, int(math.ceil(n * q + half)))
-    return float(x[lo]), float(x[hi])
+    lo, hi = int(math.floor(n * q - half)) - 1, int(math.ceil(n * q + half))
+    return (float(x[lo]) if lo >= 0 else 0.0), (float(x[hi]) if hi < n else float("inf"))
 
 
 def serving_guardrails(control: ServingStats, candidate: ServingStats, policy: RolloutPolicy) -> dict[str, Any]:
