@@ -128,8 +128,11 @@ def feature_history(settings: Settings, examples: pl.DataFrame):
 
 
 def _base_run(settings: Settings, registry: dict[str, Any]) -> Path | None:
-    """The checkpoint a cycle continues from: the last candidate's run, else `recast train`'s."""
+    """The checkpoint a cycle continues from: the live model's, i.e. the last promoted candidate's run, else
+    `recast train`'s (a rolled-back or undecided candidate is never built upon)."""
     for c in reversed(registry["candidates"]):
+        if c["status"] != "promoted":
+            continue
         run = Path(c["run_dir"])
         if (run / "best.pt").exists() and (run / "last").exists():
             return run
@@ -228,6 +231,11 @@ def train_candidate(settings: Settings, from_scratch: bool | None = None) -> dic
                  "run_dir": str(run), "features_dir": str(out / "features"), "export_dir": exported["export_dir"],
                  "examples": counts, "rows": rows, "stream_history": source, "val_auc": result["val_auc"],
                  "test_auc": result["test_auc"], "parity_max_abs_diff": exported["parity_max_abs_diff"]}
+    for older in registry["candidates"]:
+        if older["status"] == "candidate":  # never rolled out: the newer candidate replaces it
+            _retire(settings, older, "superseded")
+            record(settings, {"event": "superseded", "cycle": older["cycle"], "by_cycle": cycle},
+                   f"cycle {older['cycle']}: SUPERSEDED by cycle {cycle} before any rollout; candidate removed")
     registry["cycle"] = cycle
     registry["candidates"].append(candidate)
     _write_registry(settings, registry)
@@ -237,6 +245,18 @@ def train_candidate(settings: Settings, from_scratch: bool | None = None) -> dic
            f"({counts['labelled_exposures']:,} labelled exposures); time-split val AUC {result['val_auc']:.4f}, "
            f"test AUC {result['test_auc']:.4f}")
     return candidate
+
+
+def _retire(settings: Settings, candidate: dict[str, Any], status: str) -> None:
+    """Set the candidate's status and delete its version under the candidate name from both repositories."""
+    from serving.model_repository import list_models, remove_version
+
+    candidate["status"] = status
+    for repo in (settings.path(settings.export.local_model_repository), settings.path(settings.export.model_repository)):
+        if candidate["version"] in list_models(repo).get(candidate["name"], []):
+            remove_version(repo, candidate["name"], candidate["version"])
+        if list_models(repo).get(candidate["name"]) == []:  # a model without versions would fail to load
+            shutil.rmtree(repo / candidate["name"])
 
 
 def rollout_policy(settings: Settings):
@@ -250,7 +270,7 @@ def rollout_policy(settings: Settings):
 def guarded_rollout(settings: Settings, behaviour=None, seed: int = 0) -> dict[str, Any]:
     """Step 5 for the newest candidate: simulated rollout, then promote or roll back (no manual step)."""
     from abtest.rollout import SimulatedCandidate, report_line, simulate_rollout
-    from serving.model_repository import list_models, remove_version
+    from serving.model_repository import list_models
 
     registry = read_registry(settings)
     pending = [c for c in registry["candidates"] if c["status"] == "candidate"]
@@ -280,13 +300,7 @@ def guarded_rollout(settings: Settings, behaviour=None, seed: int = 0) -> dict[s
         _publish(settings, Path(candidate["export_dir"]), live, version)
         candidate.update(status="promoted", promoted_as=f"{live}/{version}")
         registry["live"] = {"model": live, "version": version, "cycle": candidate["cycle"]}
-    else:
-        candidate.update(status="rolled_back")
-    for repo in (local_repo, settings.path(settings.export.model_repository)):
-        if candidate["version"] in list_models(repo).get(candidate["name"], []):
-            remove_version(repo, candidate["name"], candidate["version"])
-        if list_models(repo).get(candidate["name"]) == []:  # a model without versions would fail to load
-            shutil.rmtree(repo / candidate["name"])
+    _retire(settings, candidate, "promoted" if final.action == "promote" else "rolled_back")
     candidate["decided_on_simulated_day"] = final.simulated_day
     _write_registry(settings, registry)
     outcome = (f"{live} v{registry['live'].get('version')} now serves" if final.action == "promote"
@@ -307,3 +321,26 @@ def run_cycle(settings: Settings, from_scratch: bool | None = None, rollout: str
         out["rollout"] = guarded_rollout(settings, seed=candidate["cycle"])
     out["report"] = str(loop_dir(settings) / REPORT)
     return out
+
+
+def demo_cycle(settings: Settings) -> list[str]:
+    """`make demo`'s loop step: labels job, one incremental cycle on 20k replayed ratings, the simulated rollout,
+    the consistency check; returns the lines to print."""
+    from recast.consistency import run_check
+    from streaming.labels import build_labels
+
+    labels = build_labels(settings)
+    quick = settings.model_copy(update={"loop": settings.loop.model_copy(update={
+        "history_limit": settings.loop.history_limit or 20_000, "rollout": "simulate"})})
+    out = run_cycle(quick)
+    c, r = out["candidate"], out.get("rollout", {})
+    consistency = run_check(settings)
+    rates = {k: v["rate"] for k, v in consistency.get("features", {}).items()}
+    return [f"labels job: {labels['examples']:,} labelled exposures ({labels['positives']:,} clicked)",
+            f"cycle {c['cycle']}: {'from scratch' if c['from_scratch'] else 'incremental'} on {sum(c['rows'].values()):,} "
+            f"examples -> candidate {c['name']} v{c['version']} (val AUC {c['val_auc']:.4f}, no traffic)",
+            f"guarded rollout (SIMULATED marketplace): {' -> '.join(r.get('decisions', []))} => {r.get('status')} "
+            f"after {r.get('simulated_days')} simulated days; live {r.get('live')}",
+            f"training-serving consistency: {consistency['checked_rows']} logged rows, max mismatch rate "
+            f"{consistency.get('max_rate', 0):.3f} {rates if rates else consistency.get('note', '')}",
+            f"report: {out['report']}"]

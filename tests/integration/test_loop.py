@@ -84,12 +84,21 @@ def test_good_candidate_is_promoted_and_bad_one_rolled_back(looped):
     assert bad["simulated_days"] <= bound
     assert list_models(repo) == {"dlf": [1]}
 
+    # the next cycles build on the live model (cycle 1), never on the rolled-back one; an undecided
+    # candidate is superseded by a newer one
+    third = loop.run_cycle(settings)["candidate"]
+    assert third["base_run"] == first["run_dir"]
+    fourth = loop.run_cycle(settings)["candidate"]
+    assert fourth["base_run"] == first["run_dir"]
+    assert list_models(repo) == {"dlf": [1], "dlf_candidate": [4]}
+
     registry = loop.read_registry(settings)
-    assert [c["status"] for c in registry["candidates"]] == ["promoted", "rolled_back"]
+    assert [c["status"] for c in registry["candidates"]] == ["promoted", "rolled_back", "superseded", "candidate"]
     assert registry["live"]["version"] == 1 and registry["live"]["cycle"] == 1
     events = [json.loads(line) for line in (loop.loop_dir(settings) / loop.DECISIONS).read_text().splitlines()]
     rollout = [e for e in events if e["event"] == "rollout"]
     assert all(e["evidence"]["comparisons"] and e["evidence"]["serving"] for e in rollout)
-    assert [e["event"] for e in events if e["event"] != "rollout"] == ["register", "promoted", "register", "rolled_back"]
+    assert [e["event"] for e in events if e["event"] != "rollout"] == \
+        ["register", "promoted", "register", "rolled_back", "register", "superseded", "register"]
     report = (loop.loop_dir(settings) / loop.REPORT).read_text()
     assert report.count("PROMOTE |") == 1 and report.count("ROLLBACK |") == 1 and "SIMULATED" in report
