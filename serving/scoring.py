@@ -130,8 +130,11 @@ def build_inputs(spec: FeatureSpec, user: dict[str, int] | None, items: dict[str
 
 def used_features(spec: FeatureSpec, user: dict[str, Any] | None, items: dict[str, list]) -> dict[str, dict[str, Any]]:
     """The user and item feature ids ``build_inputs`` feeds the model (unknown user: 0 / [])."""
-    return {"user": {f.name: (user or {}).get(f.name, [] if f.multi_valued else 0) or ([] if f.multi_valued else 0)
-                     for f in spec.by_entity("user")},
+    def value(f):
+        v = (user or {}).get(f.name)
+        return v if v is not None else ([] if f.multi_valued else 0)
+
+    return {"user": {f.name: value(f) for f in spec.by_entity("user")},
             "items": {f.name: list(items[f.name]) for f in spec.by_entity("item")}}
 
 
