@@ -102,7 +102,7 @@ def labelled_examples(settings: Settings) -> tuple[pl.DataFrame, dict[str, int]]
 
     labels_path = settings.path(settings.stream.labels_dir) / LABELS_FILE
     labelled = pl.DataFrame(schema=history.schema)
-    if labels_path.exists():
+    if settings.loop.use_labels and labels_path.exists():
         labelled = pl.read_parquet(labels_path).select(
             "user", "item", pl.col("exposure_ms").alias("ts_ms"), pl.col("label").cast(pl.Int64))
     examples = pl.concat([history, labelled]).with_row_index("_row").sort(["ts_ms", "_row"]).drop("_row")
@@ -125,6 +125,21 @@ def feature_history(settings: Settings, examples: pl.DataFrame):
 
 
 # ------------------------------------------------------------------------------------------ training
+
+
+class DegenerateSplit(ValueError):
+    """The time split left a split with one class: no AUC, no model selection."""
+
+
+def _check_split(features_dir: Path) -> None:
+    for split in ("train", "val", "test"):
+        labels = pl.read_parquet(features_dir / f"interactions_{split}.parquet", columns=["label"])["label"]
+        if labels.n_unique() < 2:
+            raise DegenerateSplit(
+                f"the {split} split (by time) of {features_dir} holds {labels.len():,} examples of one class "
+                f"({labels.sum():,} positives): the most recent labelled exposures carry no clicks (outcomes not "
+                "attributed to them: check the outcome stream and stream.attribution_window_s), or set "
+                "loop.use_labels=false to train on the replayed history only")
 
 
 def _base_run(settings: Settings, registry: dict[str, Any]) -> Path | None:
@@ -219,6 +234,7 @@ def train_candidate(settings: Settings, from_scratch: bool | None = None) -> dic
     examples, counts = labelled_examples(settings)
     history, source = (feature_history(settings, examples) if uses_stream_features([spec]) else (None, "none"))
     rows = build_training_set(examples, features_dir, spec, out / "features", history)
+    _check_split(out / "features")
     run = out / "run"
     if scratch:
         config, resume = train_config(settings, model, {"progress": False}), False
@@ -329,14 +345,25 @@ def demo_cycle(settings: Settings) -> list[str]:
     from recast.consistency import run_check
     from streaming.labels import build_labels
 
+    registry = read_registry(settings)
+    if registry["cycle"]:  # like the other demo steps: done once; `recast loop` runs another cycle
+        last = registry["candidates"][-1]
+        return [f"already ran {registry['cycle']} cycle(s); last: cycle {last['cycle']} {last['status']}; live "
+                f"{registry['live']}; `recast loop` runs another", f"report: {loop_dir(settings) / REPORT}"]
     labels = build_labels(settings)
+    lines = [f"labels job: {labels['examples']:,} labelled exposures ({labels['positives']:,} clicked)"]
     quick = settings.model_copy(update={"loop": settings.loop.model_copy(update={
         "history_limit": settings.loop.history_limit or 20_000, "rollout": "simulate"})})
-    out = run_cycle(quick)
+    try:
+        out = run_cycle(quick)
+    except DegenerateSplit as exc:
+        lines.append(f"not training on them: {exc}")
+        quick.loop.use_labels = False
+        out = run_cycle(quick)
     c, r = out["candidate"], out.get("rollout", {})
     consistency = run_check(settings)
     rates = {k: v["rate"] for k, v in consistency.get("features", {}).items()}
-    return [f"labels job: {labels['examples']:,} labelled exposures ({labels['positives']:,} clicked)",
+    return lines + [
             f"cycle {c['cycle']}: {'from scratch' if c['from_scratch'] else 'incremental'} on {sum(c['rows'].values()):,} "
             f"examples -> candidate {c['name']} v{c['version']} (val AUC {c['val_auc']:.4f}, no traffic)",
             f"guarded rollout (SIMULATED marketplace): {' -> '.join(r.get('decisions', []))} => {r.get('status')} "

@@ -262,6 +262,8 @@ class LoopSettings(BaseModel):
     """Model to retrain; None: train.model."""
     history_limit: int | None = None
     """Replayed MovieLens interactions added to the labelled exposures (None: all of them)."""
+    use_labels: bool = True
+    """Train on the labels job's output too (False: the replayed history only)."""
     incremental_epochs: int = 1
     """Epochs a cycle adds on top of the last checkpoint."""
     scratch_every: int = 0
