@@ -56,6 +56,9 @@ class RolloutPolicy:
     """Candidate error rate at most 0.2 percentage points above the live model's (upper 95% bound)."""
     target_lift: float = 0.05
     min_units_per_arm: int = 200
+    always_valid: bool = True
+    """Promote or ramp only when the primary metric's always-valid (mSPRT) p-value is below alpha too: the
+    readout is looked at after every stage, and the fixed-horizon p-value does not survive repeated looks."""
 
 
 @dataclass
@@ -158,6 +161,14 @@ def decide(readout, serving: dict[str, Any], stage: int, stage_days_run: int, po
             return "rollback", f"no decision after {stage_days_run} simulated days at this stage: {verdict_text}"
         return "hold", verdict_text
     if verdict.verdict == "ship":
+        primary = next(c for c in readout.comparisons
+                       if c.role == "metric" and c.metric == policy.primary_metric and c.variant == CANDIDATE)
+        if policy.always_valid and not primary.seq_p_value < readout.alpha:
+            text = (f"{verdict.headline} Not yet significant by the always-valid test "
+                    f"(p = {primary.seq_p_value:.3g}).")
+            if stage_days_run >= policy.max_stage_days:
+                return "rollback", f"no decision after {stage_days_run} simulated days at this stage: {text}"
+            return "hold", text
         last = stage == len(policy.stages) - 1
         return ("promote" if last else "ramp"), verdict.headline
     if verdict.verdict == "keep running":
@@ -174,6 +185,7 @@ def evidence(readout, serving: dict[str, Any]) -> dict[str, Any]:
         if c.variant != CANDIDATE:
             continue
         rows[f"{c.role}:{c.metric}"] = {"rel_lift": c.rel_lift, "rel_ci": list(c.rel_ci), "p_value": c.p_value,
+                                        "always_valid_p_value": c.seq_p_value,
                                         "decision": c.decision, "n_control": c.n_control, "n_candidate": c.n_treatment}
     return {"units": readout.units, "srm_valid": readout.valid, "comparisons": rows, "serving": serving,
             "verdicts": [v.headline for v in readout.verdicts]}
