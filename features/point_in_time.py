@@ -205,8 +205,7 @@ def build_time_split(raw_dir: Path, out: Path, stream: bool, fractions=(0.8, 0.1
     if stream:
         events = movielens_events(inter)
         user_rows, item_rows = history_from_events(events, vocabs["item_id"], last_n)
-        with_stream = as_of_join(joined.with_columns(events.get_column(EXAMPLE_TS)), user_rows, item_rows)
-        joined = with_stream
+        joined = as_of_join(joined.with_columns(events.get_column(EXAMPLE_TS)), user_rows, item_rows)
         columns += list(STREAM_COLUMNS)
         sparse += stream_sparse_features(len(vocabs["item_id"]) + 1, last_n)
     out = Path(out)

@@ -8,17 +8,20 @@
    before each example when the model's spec names them
    (features/point_in_time.py: the stream processor's offline parts when it
    wrote any, else the history replayed through its state code); split by time.
-3. **Train**: from the last checkpoint (the previous cycle's, else ``recast
-   train``'s) for ``loop.incremental_epochs`` more epochs, or from scratch when
-   none exists or every ``loop.scratch_every``-th cycle.
+3. **Train**: from the live model's checkpoint (the last promoted cycle's,
+   else ``recast train``'s; the trainer resumes its last epoch) for
+   ``loop.incremental_epochs`` more epochs, or from scratch when none exists or
+   every ``loop.scratch_every``-th cycle. A time split with a one-class part is
+   refused (:class:`DegenerateSplit`).
 4. **Export** (ONNX, parity-checked) and **register** the result as a
    *candidate*: it is published as the Triton model ``<model>_candidate``, a name
    no variant routes to, so it gets no traffic.
 5. **Guarded rollout** (``loop.rollout = simulate``): abtest/rollout.py on the
    simulated marketplace; *promote* publishes the candidate as the next version
    of the live model (Triton serves the latest version), *roll back* deletes
-   it. Every decision is appended to ``decisions.jsonl`` with its evidence and
-   as a line of ``report.md``; ``registry.json`` holds each candidate's status.
+   it; a newer candidate supersedes an undecided one. Every decision is
+   appended to ``decisions.jsonl`` with its evidence and as a line of
+   ``report.md``; ``registry.json`` holds each candidate's status.
 
 Torch is imported only by the training subprocess and the export step.
 """
