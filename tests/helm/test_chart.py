@@ -85,7 +85,7 @@ VALUE_SETS: dict[str, tuple[dict[str, Any], list[str]]] = {
         "jobsPushgatewayUrl": "http://pushgateway.monitoring:9091",
     }, []),
     "loop-cron": ({"loop": {"enabled": True, "schedule": "15 */6 * * *", "rollout": "simulate", "fromScratch": True,
-                            "extraArgs": []}}, []),
+                            "extraArgs": []}, "jobsPushgatewayUrl": "http://pushgateway.monitoring:9091"}, []),
 }
 
 

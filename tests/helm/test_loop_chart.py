@@ -24,6 +24,11 @@ def test_loop_cronjob_runs_recast_loop() -> None:
     assert env["OMP_NUM_THREADS"] == "2"
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     assert mounts["shared"]["mountPath"] == "/var/lib/recast" and not mounts["shared"].get("readOnly")
+    (check,) = pod["initContainers"]  # the consistency check runs first, its gauges go to the Pushgateway
+    parsed = build_parser().parse_args(check["args"])
+    assert parsed.func is cmd_loop and parsed.check_consistency
+    env = {e["name"]: e.get("value") for e in check["env"]}
+    assert env["RECAST_JOBS__PUSHGATEWAY_URL"] == "http://pushgateway.monitoring:9091"
 
 
 def test_loop_is_off_by_default_and_registers_without_traffic_when_on() -> None:
