@@ -12,6 +12,7 @@
     recast abtest ...                 # experiments: validate, assign, simulate, report
     recast forecast ...               # PIR forecast revision: train, serve, plot
     recast jobs ...                   # offline batch jobs (paper experiments): list, run, status, report
+    recast loop                       # continuous training: retrain, register a candidate, guarded rollout
 
 Settings: defaults, then recast.yaml (or $RECAST_CONFIG), then RECAST_* environment
 variables, e.g. RECAST_GATEWAY__PORT=9000 (see recast/settings.py).
@@ -107,6 +108,21 @@ def cmd_demo(args: argparse.Namespace, s: Settings) -> None:
     run_demo(s, models=args.models, epochs=args.epochs, keep_running=not args.stop)
 
 
+def cmd_loop(args: argparse.Namespace, s: Settings) -> None:
+    from recast.loop import guarded_rollout, run_cycle
+
+    if args.check_consistency:
+        from recast.consistency import run_check
+
+        _print(run_check(s))
+        return
+    if args.rollout_only:
+        _print(guarded_rollout(s))
+        return
+    scratch = True if args.from_scratch else False if args.incremental else None
+    _print(run_cycle(s, from_scratch=scratch, rollout=args.rollout))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="recast", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -156,6 +172,22 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     # each area registers its own subcommands (recast stream ..., recast abtest ...)
+    lp = sub.add_parser("loop", help="continuous training: retrain on labelled exposures + replayed history, register a "
+                                     "candidate (no traffic), then promote or roll it back by a guarded rollout",
+                        description="One cycle of the loop (recast/loop.py; settings: the `loop` section). The "
+                                    "decisions go to <loop.dir>/decisions.jsonl and report.md.")
+    how = lp.add_mutually_exclusive_group()
+    how.add_argument("--from-scratch", action="store_true", help="train from scratch (default: only when no checkpoint "
+                                                                 "exists or on the loop.scratch_every schedule)")
+    how.add_argument("--incremental", action="store_true", help="continue the last checkpoint (fail if none)")
+    lp.add_argument("--rollout", choices=["simulate", "none"], help="default: loop.rollout; none leaves the candidate "
+                                                                    "registered without traffic")
+    lp.add_argument("--rollout-only", action="store_true", help="decide on the pending candidate, train nothing")
+    lp.add_argument("--check-consistency", action="store_true",
+                    help="compare the features the gateway logged with sampled exposures against the training-set "
+                         "builder's, per feature; write the mismatch rates and their Prometheus gauges")
+    lp.set_defaults(func=cmd_loop)
+
     from abtest.cli import register as register_abtest
     from jobs.cli import register as register_jobs
     from streaming.cli import register as register_streaming

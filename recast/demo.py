@@ -167,6 +167,13 @@ def run_demo(settings: Settings, models: list[str] | None = None, epochs: int | 
     else:
         print(f"   revision service: {served}")
     _done(t, {})
+
+    t = _step("9/9 loop: labels -> retrain from the last checkpoint -> candidate -> guarded rollout (SIMULATED)")
+    from recast.loop import demo_cycle
+
+    for line in demo_cycle(settings):
+        print(f"   {line}")
+    _done(t, {})
     if keep_running:
         print(f"\nThe stack keeps running: try `recast score 196 242 302 377` or open {url}/docs; "
               "`recast stack down` stops it.")

@@ -265,6 +265,42 @@ class JobsSettings(BaseModel):
     """Processes of a local sweep; 0: one per available core."""
 
 
+class LoopSettings(BaseModel):
+    """`recast loop`: continuous training and guarded rollout (recast/loop.py)."""
+
+    dir: Path = Path("artifacts/loop")
+    """Registry of candidates, decision events, the report, and each cycle's training set and checkpoint."""
+    model: str | None = None
+    """Model to retrain; None: train.model."""
+    history_limit: int | None = None
+    """Replayed MovieLens interactions added to the labelled exposures (None: all of them)."""
+    use_labels: bool = True
+    """Train on the labels job's output too (False: the replayed history only)."""
+    incremental_epochs: int = 1
+    """Epochs a cycle adds on top of the last checkpoint."""
+    scratch_every: int = 0
+    """Retrain from scratch every N-th cycle (0: only when no checkpoint exists)."""
+    stream_features: bool = True
+    """A from-scratch cycle appends the streaming features (point in time) to the model's spec."""
+    rollout: Literal["simulate", "none"] = "simulate"
+    """simulate: the candidate goes through the guarded rollout on the simulated marketplace right away;
+    none: it stays registered as a candidate with no traffic."""
+    stages: tuple[float, ...] = (0.05, 0.25)
+    stage_days: int = 2
+    max_stage_days: int = 8
+    gmv_margin: float = 0.1
+    latency_margin: float = 0.2
+    error_margin: float = 0.002
+    simulated_units: int = 100_000
+    simulated_ctr_effect: float = 0.1
+    """SIMULATION: the candidate's injected relative CTR effect on simulated users (the simulator
+    does not run the model)."""
+    simulated_latency_multiplier: float = 1.0
+    simulated_error_rate: float = 0.001
+    consistency_sample: float = Field(0.01, ge=0, le=1)
+    """Share of served requests whose feature ids the gateway logs with the exposure (training-serving check)."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="RECAST_", env_nested_delimiter="__", extra="ignore"
@@ -282,6 +318,7 @@ class Settings(BaseSettings):
     abtest: AbtestSettings = AbtestSettings()
     forecast: ForecastSettings = ForecastSettings()
     jobs: JobsSettings = JobsSettings()
+    loop: LoopSettings = LoopSettings()
 
     def path(self, p: Path) -> Path:
         """Resolve a configured path against ``home``."""

@@ -47,7 +47,8 @@ log = logging.getLogger("recast.exposures")
 class ExposureSink(Protocol):
     def publish_scored(self, request_id: str, user_id: str, model: str, model_version: str,
                        items: Sequence[tuple[str, float]], cold_start: bool = False,
-                       experiment: str | None = None, variant: str | None = None) -> bool: ...
+                       experiment: str | None = None, variant: str | None = None,
+                       features: dict | None = None) -> bool: ...
 
     def close(self, timeout: float = 5.0) -> None: ...
 
@@ -118,10 +119,13 @@ class ExposurePublisher:
     # ------------------------------------------------------------------ request path
     def publish_scored(self, request_id: str, user_id: str, model: str, model_version: str,
                        items: Sequence[tuple[str, float]], cold_start: bool = False,
-                       experiment: str | None = None, variant: str | None = None) -> bool:
-        """Queue one exposure without blocking; False (and counted) when the buffer is full."""
+                       experiment: str | None = None, variant: str | None = None,
+                       features: dict | None = None) -> bool:
+        """Queue one exposure without blocking; False (and counted) when the buffer is full.
+
+        ``features``: the model-ready ids the request was scored with (``LoggedFeatures``), sampled requests only."""
         entry = (request_id, user_id, model, model_version, tuple(items), cold_start, experiment, variant,
-                 int(time.time() * 1000))
+                 int(time.time() * 1000), features)
         try:
             self._queue.put_nowait(entry)
         except queue.Full:
@@ -223,7 +227,7 @@ class ExposurePublisher:
     def _run(self) -> None:
         from kafka.errors import KafkaTimeoutError
 
-        from streaming.events import ExposureV1, ShownItem, encode
+        from streaming.events import ExposureV1, LoggedFeatures, ShownItem, encode
 
         backoff = 0.2
         while not self._stop.is_set():
@@ -240,11 +244,12 @@ class ExposurePublisher:
                     continue
                 self.metrics.queued.set(self._queue.qsize())
             try:
-                request_id, user, model, version, items, cold, experiment, variant, ts = entry
+                request_id, user, model, version, items, cold, experiment, variant, ts, features = entry
                 event = ExposureV1(
                     event_id=uuid.uuid4().hex, ts_ms=ts, request_id=request_id, user=user, model=model,
                     model_version=version, cold_start=cold, experiment=experiment, variant=variant,
                     items=[ShownItem(item=i, position=p, score=float(s)) for p, (i, s) in enumerate(items, 1)],
+                    features=LoggedFeatures(**features) if features is not None else None,
                 )
                 value = encode(event)
             except Exception as exc:  # noqa: BLE001 - a bad exposure must not stop the thread

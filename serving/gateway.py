@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import random
 import time
 from datetime import datetime, timezone
 from contextlib import asynccontextmanager
@@ -182,7 +183,8 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None, e
     g = settings.gateway
     registry = CollectorRegistry()
     metrics = GatewayMetrics(registry)
-    state: dict[str, Any] = {"scorer": scorer, "exposures": exposures, "router": router}
+    state: dict[str, Any] = {"scorer": scorer, "exposures": exposures, "router": router,
+                             "feature_log_sample": settings.loop.consistency_sample}
     model_files = ModelFiles(settings.path(settings.export.local_model_repository))
     api_key = g.api_key.get_secret_value() if g.api_key is not None else None
     if g.metrics_port and g.workers != 1:
@@ -317,7 +319,8 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None, e
                 # exposure (the SRM check of the readout flags the experiment)
                 metrics.unroutable.labels(str(model)).inc()
                 model, assignments = None, []
-        result = await state["scorer"].score(req.user_id, req.item_ids, model)
+        log_features = state["exposures"] is not None and random.random() < state["feature_log_sample"]
+        result = await state["scorer"].score(req.user_id, req.item_ids, model, log_features=log_features)
         metrics.features.observe(result.timings_ms["features"] / 1e3)
         metrics.inference.labels(result.model).observe(result.timings_ms["inference"] / 1e3)
         metrics.candidates.observe(len(req.item_ids))
@@ -338,12 +341,18 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None, e
         )
         if state["exposures"] is not None:  # never blocks: bounded queue, background producer
             shown = [(i.item_id, i.score) for i in response.items]
+            logged = {}
+            if result.features is not None:  # sampled: the ids it was scored with, for the consistency check
+                where = {item: k for k, item in enumerate(result.items)}
+                rows = [where[i] for i, _ in shown]
+                logged = {"features": {"user": result.features["user"],
+                                       "items": {n: [v[k] for k in rows] for n, v in result.features["items"].items()}}}
             # one exposure per experiment (same request id); one untagged when in none or forced
             for a in (assignments if not forced else []) or [None]:
                 state["exposures"].publish_scored(response.request_id, response.user_id, response.model,
                                                   response.model_version, shown, response.cold_start,
                                                   experiment=a.experiment if a else None,
-                                                  variant=a.variant if a else None)
+                                                  variant=a.variant if a else None, **logged)
         return response
 
     score.__annotations__["req"] = request_model  # the class is built per app (candidate limit)

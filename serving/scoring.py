@@ -85,6 +85,8 @@ class ScoreResult:
     items: list[str]
     scores: list[float]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    features: dict[str, dict[str, Any]] | None = None
+    """With ``log_features``: the model's user and item feature ids as scored (``items``: one value per candidate)."""
 
     def ranked(self, top_k: int | None = None) -> list[dict[str, Any]]:
         order = np.argsort(-np.asarray(self.scores), kind="stable")
@@ -126,6 +128,16 @@ def build_inputs(spec: FeatureSpec, user: dict[str, int] | None, items: dict[str
     return inputs
 
 
+def used_features(spec: FeatureSpec, user: dict[str, Any] | None, items: dict[str, list]) -> dict[str, dict[str, Any]]:
+    """The user and item feature ids ``build_inputs`` feeds the model (unknown user: 0 / [])."""
+    def value(f):
+        v = (user or {}).get(f.name)
+        return v if v is not None else ([] if f.multi_valued else 0)
+
+    return {"user": {f.name: value(f) for f in spec.by_entity("user")},
+            "items": {f.name: list(items[f.name]) for f in spec.by_entity("item")}}
+
+
 class Scorer:
     def __init__(
         self,
@@ -150,7 +162,8 @@ class Scorer:
     def _read_features(self, user_id: str, item_ids: list[str]):
         return self.features.user_features(user_id), self.features.item_features(item_ids)
 
-    async def score(self, user_id: str, item_ids: list[str], model: str | None = None) -> ScoreResult:
+    async def score(self, user_id: str, item_ids: list[str], model: str | None = None,
+                    log_features: bool = False) -> ScoreResult:
         model = model or self.default_model
         spec = self.spec_for(model)
         if len(item_ids) > self.max_candidates:
@@ -194,4 +207,5 @@ class Scorer:
                 "encode": (t2 - t1) * 1e3,
                 "inference": (t3 - t2) * 1e3,
             },
+            features=used_features(spec, user, items) if log_features else None,
         )

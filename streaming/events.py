@@ -101,6 +101,20 @@ class ShownItem(BaseModel):
     score: float
 
 
+FeatureValue = Union[int, list[int]]
+
+
+class LoggedFeatures(BaseModel):
+    """The model-ready feature ids a request was scored with (sampled requests only): the training-serving
+    consistency check (recast/consistency.py) compares them with what the training-set builder produces."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    user: dict[Annotated[str, Field(max_length=128)], FeatureValue] = Field(max_length=64)
+    items: dict[Annotated[str, Field(max_length=128)], list[FeatureValue]] = Field(max_length=64)
+    """Per feature, one value per shown item, in ``items`` order."""
+
+
 class ExposureV1(_Event):
     """The gateway showed ``items`` to ``user`` in answer to ``request_id``."""
 
@@ -114,12 +128,15 @@ class ExposureV1(_Event):
     experiment: Id | None = None
     variant: Id | None = None
     cold_start: bool = False
+    features: LoggedFeatures | None = None
 
     @model_validator(mode="after")
     def _positions(self) -> "ExposureV1":
         positions = [i.position for i in self.items]
         if len(set(positions)) != len(positions):
             raise ValueError("item positions must be distinct")
+        if self.features is not None and any(len(v) != len(self.items) for v in self.features.items.values()):
+            raise ValueError("logged item features need one value per shown item")
         return self
 
 

@@ -84,6 +84,8 @@ VALUE_SETS: dict[str, tuple[dict[str, Any], list[str]]] = {
                              "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}}}},
         "jobsPushgatewayUrl": "http://pushgateway.monitoring:9091",
     }, []),
+    "loop-cron": ({"loop": {"enabled": True, "schedule": "15 */6 * * *", "rollout": "simulate", "fromScratch": True,
+                            "extraArgs": []}, "jobsPushgatewayUrl": "http://pushgateway.monitoring:9091"}, []),
 }
 
 
