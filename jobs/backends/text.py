@@ -80,7 +80,7 @@ class CachedTextBackend:
     def __init__(self, inner: Any, cache: DiskCache | None = None) -> None:
         self.inner = inner
         self.model_id: str = inner.model_id
-        self.cache = cache or DiskCache("llm", self.model_id)
+        self.cache = cache if cache is not None else DiskCache("llm", self.model_id)
         self.calls = 0
         """Requests that reached the inner backend (cache misses)."""
 
