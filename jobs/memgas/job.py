@@ -131,7 +131,7 @@ class MemGASJob(Job):
         "tiny": {"conversations": 1, "sessions_per_conversation": 4, "max_session_chars": 300, "summary_tokens": 24,
                  "qa_questions": 1, "qa_sessions": 1, "qa_turns": 3, "answer_tokens": 8, "summaries": "llm",
                  "keywords": "tfidf"},
-        "full": {"summaries": "dataset", "keywords": "tfidf", "qa_questions": 12},
+        "full": {"conversations": 5, "summaries": "dataset", "keywords": "tfidf", "qa_questions": 12},
     }
 
     def run(self, cfg: MemGASConfig, ctx: JobContext) -> dict:

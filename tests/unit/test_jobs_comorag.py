@@ -99,3 +99,28 @@ def test_comorag_tiny_preset(tiny_run: tuple[Path, dict]) -> None:
     s = results["summary"]
     assert s["comorag"]["evidence_recall"] >= s["naive"]["evidence_recall"]
     assert "| comorag |" in (run_dir / "report.md").read_text()
+
+
+def test_the_job_runs_unchanged_against_an_openai_compatible_server(tmp_path, monkeypatch, capsys):
+    """One setting points the job at a model server (here a local one speaking the protocol)."""
+    from jobs.backends.fake_openai import FakeOpenAIServer
+
+    if not (data_dir() / "qas.jsonl").exists():
+        pytest.skip(f"the Cinderella data is not beside the checkout ({data_dir()})")
+    with FakeOpenAIServer() as server:
+        monkeypatch.setenv("RECAST_JOBS__RUN_ROOT", str(tmp_path / "runs"))
+        monkeypatch.setenv("RECAST_JOBS__CACHE_DIR", str(tmp_path / "cache"))
+        monkeypatch.setenv("RECAST_JOBS__LLM", server.spec("served-model"))
+        monkeypatch.setenv("RECAST_JOBS__EMBEDDER", server.spec("served-embedder"))
+        get_settings.cache_clear()
+        try:
+            main(["jobs", "run", "comorag", "--preset", "tiny", "--run-id", "served", "--quiet"])
+        finally:
+            get_settings.cache_clear()
+        paths = {path for path, _ in server.requests}
+    out = json.loads(capsys.readouterr().out)
+    assert out["status"] == "succeeded", out
+    results = json.loads((tmp_path / "runs" / "comorag" / "served" / "results.json").read_text())
+    assert results["model"].startswith("openai:served-model@") and results["embedder"].startswith("openai:served-embedder@")
+    assert paths == {"/v1/chat/completions", "/v1/completions", "/v1/embeddings"}
+    assert results["rows"][0]["comorag"]["cycles"] == 1
