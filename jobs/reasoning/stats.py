@@ -51,3 +51,16 @@ def cohen_kappa(a: list[bool], b: list[bool]) -> dict[str, float]:
     chance = pa * pb + (1 - pa) * (1 - pb)
     kappa = 1.0 if chance >= 1.0 else (agree - chance) / (1 - chance)
     return {"n": n, "agreement": agree, "kappa": kappa}
+
+
+def mean_interval(values: list[float], confidence: float = 0.95) -> dict[str, float]:
+    """Mean with the half-width of a Student-t interval (nan half-width for fewer than 2 values)."""
+    n = len(values)
+    if n == 0:
+        return {"n": 0, "mean": math.nan, "half_width": math.nan, "low": math.nan, "high": math.nan}
+    mean = sum(values) / n
+    if n < 2:
+        return {"n": n, "mean": mean, "half_width": math.nan, "low": math.nan, "high": math.nan}
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = float(_st.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+    return {"n": n, "mean": mean, "half_width": half, "low": mean - half, "high": mean + half}
