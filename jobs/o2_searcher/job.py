@@ -50,7 +50,7 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
 
 @register
 class O2SearcherJob(Job):
-    name = "o2_searcher"
+    name = "o2-searcher"
     title = ("O²-Searcher: A Searching-based Agent Model for Open-Domain Open-Ended Question Answering "
              "(Mei et al., 2025)")
     claim = ("Training a search agent with GRPO and unified rewards -- exact match for closed-ended questions; "

@@ -58,7 +58,7 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
 
 @register
 class PerceptionR1Job(Job):
-    name = "perception_r1"
+    name = "perception-r1"
     title = ("Advancing Multimodal Reasoning Capabilities of MLLMs via Visual Perception Reward "
              "(Perception-R1, Xiao et al., 2025) -- on a small generated substitute task")
     claim = ("RLVR with accuracy and format rewards alone does not make a multimodal model perceive better "

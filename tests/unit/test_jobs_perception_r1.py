@@ -1,4 +1,4 @@
-"""`recast jobs run perception_r1 --preset tiny`, as CI runs it: GRPO raises each variant's own
+"""`recast jobs run perception-r1 --preset tiny`, as CI runs it: GRPO raises each variant's own
 reward over training (the curve rises, not just finishes), and the visual-perception reward
 raises perception correctness on held-out figures, McNemar-significantly."""
 
@@ -34,12 +34,12 @@ def tiny_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Cap
     monkeypatch.setenv("RECAST_JOBS__RUN_ROOT", str(tmp_path))
     get_settings.cache_clear()
     try:
-        main(["jobs", "run", "perception_r1", "--preset", "tiny", "--run-id", "ci", "--parallelism", "2", "--quiet"])
+        main(["jobs", "run", "perception-r1", "--preset", "tiny", "--run-id", "ci", "--parallelism", "2", "--quiet"])
     finally:
         get_settings.cache_clear()
     out = json.loads(capsys.readouterr().out)
     assert out["status"] == "succeeded", out
-    run_dir = tmp_path / "perception_r1" / "ci"
+    run_dir = tmp_path / "perception-r1" / "ci"
     return run_dir, json.loads((run_dir / "results.json").read_text())
 
 
