@@ -38,7 +38,8 @@ class CogMathJob(Job):
     presets = {
         "tiny": {"inquiries": "templated", "templated_problems": 1, "dimensions": [1, 3, 9], "max_tokens": 48,
                  "check_llm_judge": False},
-        "full": {},
+        # bounded for a shared 2-core CPU (~10 tokens/s): the 3 published problems and 5 templated ones
+        "full": {"templated_problems": 5, "max_tokens": 160},
     }
 
     def run(self, cfg: CogMathConfig, ctx: JobContext) -> dict:

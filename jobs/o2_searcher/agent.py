@@ -35,7 +35,8 @@ class Trajectory:
 def prompt_ids(tokenizer: Any, question: Question) -> list[int]:
     kind = "Open question" if question.open_ended else "Closed question"
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"{kind}: {question.text}"}]
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return tokenizer.encode(text, add_special_tokens=False)
 
 
 def _cut(text: str) -> tuple[str, str | None]:
