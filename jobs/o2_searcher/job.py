@@ -28,6 +28,10 @@ class O2SearcherConfig:
     max_turns: int = 2
     max_new_tokens: int = 96
     temperature: float = 1.0
+    warm_start_steps: int = 30
+    """Supervised steps on protocol demonstrations before RL (jobs/o2_searcher/warmstart.py); 0: none."""
+    warm_start_batch: int = 8
+    warm_start_lr: float = 5e-5
     steps: int = 40
     prompts_per_step: int = 4
     group_size: int = 4
@@ -59,7 +63,7 @@ class O2SearcherJob(Job):
     Config = O2SearcherConfig
     presets = {
         "tiny": {"device": "cpu", "open_train": 8, "open_test": 2, "closed_train": 8, "closed_test": 2,
-                 "steps": 4, "prompts_per_step": 2, "group_size": 4, "max_new_tokens": 48, "lr": 1e-5,
+                 "steps": 4, "warm_start_steps": 4, "prompts_per_step": 2, "group_size": 4, "max_new_tokens": 48, "lr": 1e-5,
                  "retrieval": "bm25"},
         "full": {},
     }

@@ -1,9 +1,10 @@
-"""One O²-Searcher variant (a sweep cell): evaluate the local agent untrained, or train it with
+"""One O²-Searcher variant (a sweep cell): evaluate the warm-started local agent without RL, or train it with
 GRPO on closed-ended questions with exact match only (``closed``) or on open- and closed-ended
 questions with the unified rewards (``unified``), then evaluate it on the held-out questions."""
 
 from __future__ import annotations
 
+import copy
 import random
 import time
 from typing import Any
@@ -14,6 +15,7 @@ import torch
 from jobs.o2_searcher import rewards as R
 from jobs.o2_searcher.agent import Trajectory, rollout, sequence_logprobs
 from jobs.o2_searcher.environment import build_env, load_closed, load_open
+from jobs.o2_searcher.warmstart import warm_start
 from jobs.reasoning.grpo import GRPOConfig, group_advantages, grpo_loss
 
 VARIANTS = ("untrained", "closed", "unified")
@@ -70,10 +72,12 @@ def run_variant(cell: dict[str, Any]) -> dict[str, Any]:
     model, tok = local_model_and_tokenizer()
     model.to(device=device, dtype=dtype)
     result: dict[str, Any] = {"variant": cell["variant"], "curve": {}}
+    # every variant, the untrained baseline too, starts from the same warm start on demonstrations
+    pool = closed_train if cell["variant"] == "closed" else closed_train + open_train
+    result["warm_start_loss"] = warm_start(model, tok, closed_train + open_train, env, steps=cell["warm_start_steps"],
+                                           batch=cell["warm_start_batch"], lr=cell["warm_start_lr"], seed=seed)
     if cell["variant"] != "untrained":
-        pool = closed_train if cell["variant"] == "closed" else closed_train + open_train
-        ref, _ = local_model_and_tokenizer()
-        ref.to(device=device, dtype=dtype).eval()
+        ref = copy.deepcopy(model).eval()
         grpo = GRPOConfig(group_size=cell["group_size"], clip_eps=cell["clip_eps"], kl_beta=cell["kl_beta"])
         opt = torch.optim.AdamW(model.parameters(), lr=cell["lr"], weight_decay=0.0)
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
