@@ -73,6 +73,7 @@ def judge_agreement(judge_backend: Any | None) -> dict[str, Any]:
     if judge_backend is not None:
         from jobs.backends.text import GenParams
 
+        # the labelled answers carry no inquiry text: the judge sees the reference and the answer
         llm = llm_judge(judge_backend, [{**it, "inquiry": "(see the reference)"} for it in items],
                         GenParams(temperature=0.0, max_tokens=4))
         out["llm"] = {**cohen_kappa(llm, labels), "model": judge_backend.model_id}

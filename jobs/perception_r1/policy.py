@@ -15,7 +15,7 @@ class PerceptionPolicy(nn.Module):
         super().__init__()
         self.encoder = nn.Sequential(
             nn.Conv2d(3, 16, 2, stride=2), nn.ReLU(), nn.Conv2d(16, 32, 1), nn.ReLU())
-        self.image_proj = nn.Linear(32 * 3, hidden)   # per-colour-ish channels pooled by sum
+        self.image_proj = nn.Linear(32 * 3, hidden)   # sum, max and mean pooling over the grid cells
         self.question = nn.Embedding(len(QUESTIONS), hidden)
         self.tokens = nn.Embedding(len(VOCAB), embed)
         self.cell = nn.GRUCell(embed + hidden, hidden)
@@ -23,6 +23,7 @@ class PerceptionPolicy(nn.Module):
 
     def context(self, images: torch.Tensor, questions: torch.Tensor) -> torch.Tensor:
         feats = self.encoder(images)                     # [N, 32, 6, 6]: one vector per grid cell
+        # sum pooling lets the policy count; max and mean help it notice presence and density
         pooled = torch.cat([feats.sum(dim=(2, 3)) / 4.0, feats.amax(dim=(2, 3)), feats.mean(dim=(2, 3))], dim=1)
         return torch.tanh(self.image_proj(pooled) + self.question(questions))
 

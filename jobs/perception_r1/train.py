@@ -62,6 +62,8 @@ def evaluate(policy: PerceptionPolicy, data: Problems, device: torch.device) -> 
 
 def run_variant(cell: dict[str, Any]) -> dict[str, Any]:
     """A sweep cell: {reward, seed, and the config's training fields} -> curves and evaluations."""
+    if cell["inner_epochs"] < 1:
+        raise ValueError(f"inner_epochs must be at least 1, got {cell['inner_epochs']}")
     started = time.perf_counter()
     torch.set_num_threads(1)
     device = pick_device(cell["device"])
@@ -83,7 +85,7 @@ def run_variant(cell: dict[str, Any]) -> dict[str, Any]:
                       loss_type=cell["loss_type"])
     opt = torch.optim.Adam(policy.parameters(), lr=cell["lr"])
     curve: dict[str, list[float]] = {"reward": [], "accuracy": [], "format": [], "perception": [], "kl": []}
-    sample_gen = torch.Generator(device=device).manual_seed(seed + 1) if device.type != "cpu" else torch.Generator().manual_seed(seed + 1)
+    sample_gen = torch.Generator(device=device).manual_seed(seed + 1)
     for _ in range(cell["steps"]):
         idx = torch.randint(len(train), (cell["prompts_per_step"],), generator=gen).repeat_interleave(grpo.group_size)
         batch = train.take(idx)

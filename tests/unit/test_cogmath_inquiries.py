@@ -35,11 +35,11 @@ def test_published_inquiries_load_with_references() -> None:
 
 def test_templated_references_are_exact() -> None:
     p = templated_problem(0, seed=0)
-    a, rest = int(p.text.split(" has ")[1].split()[0]), p.text
-    assert len(p.inquiries) == 9 and int(p.inquiries[8].reference) == a
-    assert p.inquiries[0].reference == p.inquiries[3].reference == p.answer
-    assert int(p.inquiries[6].reference) < int(p.answer)          # giving away twice as many
-    assert "packs of" in rest and "with" not in p.inquiries[2].text.split("buys")[1].split(".")[0]
+    start = int(p.text.split(" has ")[1].split()[0])
+    assert len(p.inquiries) == 9 and int(p.inquiries[8].reference) == start      # backward: x is the start
+    assert p.inquiries[0].reference == p.inquiries[3].reference == p.answer      # paraphrase, redundant
+    assert int(p.inquiries[6].reference) < int(p.answer)                          # giving away twice as many
+    assert " in each pack" in p.text and " in each pack" not in p.inquiries[2].text   # the condition is gone
 
 
 def test_rule_judge() -> None:
