@@ -5,6 +5,7 @@ otherwise), and the judge-agreement check on the hand-labelled sample."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ def llm_judge(backend: Any, items: list[dict[str, str]], params: Any) -> list[bo
 
 
 def evaluate_model(backend: Any, judge_backend: Any, problems: list[Problem], *, max_tokens: int,
-                   judge_mode: str, progress: Any = iter) -> dict[str, Any]:
+                   judge_mode: str) -> dict[str, Any]:
     """Per problem: the original answered right?, and per dimension: passed?, how judged."""
     from jobs.backends.text import GenParams
 
@@ -38,7 +39,10 @@ def evaluate_model(backend: Any, judge_backend: Any, problems: list[Problem], *,
     prompts = [p.text for p in problems] + [i.text for p in problems for i in p.inquiries]
     responses: list[str] = []
     batch = 8
-    for start in progress(range(0, len(prompts), batch)):
+    from tqdm import tqdm
+
+    for start in tqdm(range(0, len(prompts), batch), desc=f"answering ({backend.model_id})", leave=False,
+                      disable=not sys.stderr.isatty()):
         responses += [out[0] for out in backend.generate(prompts[start:start + batch], params, system=SOLVER_SYSTEM)]
     originals, rest = responses[:len(problems)], responses[len(problems):]
 

@@ -27,6 +27,19 @@ class CogMathConfig:
     """Also measure the LLM judge's agreement with the hand labels (the rule judge's is always measured)."""
 
 
+def evaluate_cell(cell: dict[str, Any]) -> dict[str, Any]:
+    """One evaluated model (a sweep cell: one pod per model on a cluster)."""
+    from jobs.backends.text import text_backend
+    from jobs.cogmath.evaluate import evaluate_model
+    from jobs.cogmath.problems import load_problems
+
+    problems = load_problems(cell["inquiries"], cell["templated_problems"], cell["seed"])
+    for p in problems:
+        p.inquiries = [i for i in p.inquiries if i.dimension in cell["dimensions"]]
+    return evaluate_model(text_backend(cell["model"]), text_backend(cell["judge_model"]), problems,
+                          max_tokens=cell["max_tokens"], judge_mode=cell["judge_mode"])
+
+
 @register
 class CogMathJob(Job):
     name = "cogmath"
@@ -43,32 +56,28 @@ class CogMathJob(Job):
     }
 
     def run(self, cfg: CogMathConfig, ctx: JobContext) -> dict:
-        from jobs.backends.text import text_backend
         from jobs.cogmath.analysis import summarize_model
-        from jobs.cogmath.evaluate import evaluate_model, judge_agreement
-        from jobs.cogmath.problems import load_problems
+        from jobs.cogmath.evaluate import judge_agreement
 
         if cfg.judge_mode not in ("rule+llm", "llm"):
             raise ValueError(f"judge_mode must be rule+llm or llm, got {cfg.judge_mode!r}")
         if not cfg.models:
             raise ValueError("name at least one model to evaluate (models)")
-        problems = load_problems(cfg.inquiries, cfg.templated_problems, ctx.seed)
-        for p in problems:
-            p.inquiries = [i for i in p.inquiries if i.dimension in cfg.dimensions]
-        ctx.log(f"{len(problems)} problems x ({len(cfg.dimensions)} inquiries + the original), {len(cfg.models)} model(s)")
-        judge = text_backend(cfg.judge_model or cfg.models[0])
-        evaluations, summaries = [], []
-        for spec in cfg.models:
-            backend = text_backend(spec)
-            ev = evaluate_model(backend, judge, problems, max_tokens=cfg.max_tokens, judge_mode=cfg.judge_mode,
-                                progress=lambda it: ctx.progress(it, desc=f"answering ({backend.model_id})"))
-            s = summarize_model(ev)
+        ctx.log(f"{cfg.inquiries} problems, dimensions {cfg.dimensions}, {len(cfg.models)} model(s)")
+        cells = [{"model": spec, "judge_model": cfg.judge_model or cfg.models[0], "inquiries": cfg.inquiries,
+                  "templated_problems": cfg.templated_problems, "dimensions": cfg.dimensions,
+                  "max_tokens": cfg.max_tokens, "judge_mode": cfg.judge_mode, "seed": ctx.seed} for spec in cfg.models]
+        evaluations = ctx.map(evaluate_cell, cells, desc="cogmath models")
+        summaries = [summarize_model(ev) for ev in evaluations]
+        for s in summaries:
             ctx.metric("accuracy", s["accuracy"]["rate"], model=s["model"])
             ctx.metric("mastery", s["mastery"]["rate"], model=s["model"])
-            evaluations.append(ev)
-            summaries.append(s)
-        agreement = judge_agreement(judge if cfg.check_llm_judge else None)
-        return {"evaluations": evaluations, "summaries": summaries, "judge_agreement": agreement}
+        judge = None
+        if cfg.check_llm_judge:
+            from jobs.backends.text import text_backend
+
+            judge = text_backend(cfg.judge_model or cfg.models[0])
+        return {"evaluations": evaluations, "summaries": summaries, "judge_agreement": judge_agreement(judge)}
 
     def verdict(self, cfg: CogMathConfig, results: dict[str, Any]) -> Verdict:
         from jobs.cogmath.analysis import markdown_tables

@@ -16,7 +16,6 @@ from recast.settings import get_settings
 
 def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *extra: str) -> dict:
     monkeypatch.setenv("RECAST_JOBS__RUN_ROOT", str(tmp_path))
-    monkeypatch.setenv("RECAST_JOBS__CACHE_DIR", str(tmp_path / "cache"))
     get_settings.cache_clear()
     try:
         main(["jobs", "run", "cogmath", "--preset", "tiny", "--run-id", "ci", "--quiet", *extra])
@@ -29,7 +28,6 @@ def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capture
 
 def test_cogmath_tiny_preset_on_the_local_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                 capsys: pytest.CaptureFixture) -> None:
-    monkeypatch.delenv("RECAST_JOBS__CACHE_DIR", raising=False)   # the model and generation caches are reused
     results = _run(tmp_path, monkeypatch, capsys)
     (s,) = results["summaries"]
     assert s["model"].startswith("local:") and s["problems"] == 1
