@@ -17,7 +17,12 @@ class CogMathConfig:
     judge_model: str | None = None
     """The LLM judge for answers the rules cannot decide (the paper: GPT-4); None: the first model."""
     inquiries: str = "published+templated"
-    """published (the paper's example inquiries), templated (rule-built), or both."""
+    """published (the paper's example inquiries), templated (rule-built), generated (the templated
+    problems' originals with inquiries written by the Inquiry/Judge/Reference agents), or a '+' mix."""
+    inquiry_model: str | None = None
+    """Backend of the agents that write inquiries (generated); None: judge_model, else the first model."""
+    inquiry_rounds: int = 3
+    """Inquiry agent attempts per dimension until the Judge agent accepts."""
     templated_problems: int = 12
     dimensions: list[int] = field(default_factory=lambda: list(range(1, 10)))
     max_tokens: int = 256
@@ -36,6 +41,11 @@ def evaluate_cell(cell: dict[str, Any]) -> dict[str, Any]:
     problems = load_problems(cell["inquiries"], cell["templated_problems"], cell["seed"])
     for p in problems:
         p.inquiries = [i for i in p.inquiries if i.dimension in cell["dimensions"]]
+        if p.source == "generated":
+            from jobs.cogmath.agents import generate_inquiries
+
+            p.inquiries, _ = generate_inquiries(text_backend(cell["inquiry_model"]), p, cell["dimensions"],
+                                                max_rounds=cell["inquiry_rounds"], max_tokens=cell["max_tokens"])
     return evaluate_model(text_backend(cell["model"]), text_backend(cell["judge_model"]), problems,
                           max_tokens=cell["max_tokens"], judge_mode=cell["judge_mode"])
 
@@ -66,7 +76,9 @@ class CogMathJob(Job):
         ctx.log(f"{cfg.inquiries} problems, dimensions {cfg.dimensions}, {len(cfg.models)} model(s)")
         cells = [{"model": spec, "judge_model": cfg.judge_model or cfg.models[0], "inquiries": cfg.inquiries,
                   "templated_problems": cfg.templated_problems, "dimensions": cfg.dimensions,
-                  "max_tokens": cfg.max_tokens, "judge_mode": cfg.judge_mode, "seed": ctx.seed} for spec in cfg.models]
+                  "max_tokens": cfg.max_tokens, "judge_mode": cfg.judge_mode, "seed": ctx.seed,
+                  "inquiry_model": cfg.inquiry_model or cfg.judge_model or cfg.models[0],
+                  "inquiry_rounds": cfg.inquiry_rounds} for spec in cfg.models]
         evaluations = ctx.map(evaluate_cell, cells, desc="cogmath models")
         summaries = [summarize_model(ev) for ev in evaluations]
         for s in summaries:

@@ -6,7 +6,8 @@
 * ``templated``: generated arithmetic word problems whose nine inquiries are built by rule, so
   every reference answer is exact. This stands in for the Inquiry and Reference agents when no
   capable model is reachable (a 135M-parameter model cannot write valid inquiries); with an
-  endpoint the job can generate inquiries with the agents instead (jobs/cogmath/agents.py).
+  endpoint the job can generate inquiries with the agents instead (``generated``,
+  jobs/cogmath/agents.py).
 """
 
 from __future__ import annotations
@@ -108,12 +109,17 @@ def templated_problem(index: int, seed: int) -> Problem:
 
 
 def load_problems(source: str, templated: int, seed: int) -> list[Problem]:
-    """published, templated, or both ('published+templated')."""
+    """published, templated, generated, or a mix ('published+templated'). ``generated`` problems
+    are the templated originals with no inquiries yet (the agents write them)."""
     parts = source.split("+")
-    unknown = set(parts) - {"published", "templated"}
+    unknown = set(parts) - {"published", "templated", "generated"}
     if unknown:
-        raise ValueError(f"inquiries must be published, templated or published+templated, got {source!r}")
+        raise ValueError(f"inquiries must be published, templated and/or generated joined by '+', got {source!r}")
     problems = load_published() if "published" in parts else []
     if "templated" in parts:
         problems += [templated_problem(i, seed) for i in range(templated)]
+    if "generated" in parts:
+        for i in range(templated):
+            p = templated_problem(i, seed)
+            problems.append(Problem(f"generated_{i}", p.text, p.answer, "generated", []))
     return problems

@@ -67,3 +67,39 @@ def test_mastery_needs_every_inquiry() -> None:
     s = summarize_model(ev)
     assert s["accuracy"]["k"] == 2 and s["mastery"]["k"] == 1 and s["overestimation"] == pytest.approx(0.5)
     assert s["dimensions"]["2"]["k"] == 2 and s["judged_by_llm"] == 1
+
+
+class ScriptedAgents:
+    """Writes 'draft N' inquiries; the judge rejects every first draft; references say 5."""
+
+    model_id = "fake:agents"
+
+    def __init__(self) -> None:
+        self.judged = 0
+
+    def generate(self, prompts: list[str], params: object = None, system: str | None = None) -> list[list[str]]:
+        out = []
+        for p in prompts:
+            if p.startswith("Original problem:") and "Check:" in p:
+                self.judged += 1
+                out.append(["Yes" if "draft 1" in p else "No"])
+            elif p.startswith("Original problem:"):
+                out.append([f"draft {params.seed}"])
+            else:
+                out.append(["The answer is 5."])
+        return out
+
+
+def test_inquiry_judge_reference_agents_retry_until_accepted() -> None:
+    from jobs.cogmath.agents import generate_inquiries
+
+    (problem,) = load_problems("generated", 1, 0)
+    assert problem.source == "generated" and problem.inquiries == []
+    agents = ScriptedAgents()
+    inquiries, rounds = generate_inquiries(agents, problem, [1, 3, 6, 9], max_rounds=3)
+    assert rounds == {1: 2, 3: 2, 6: 2, 9: 2} and agents.judged == 8
+    refs = {i.dimension: i.reference for i in inquiries}
+    assert refs == {1: problem.answer, 3: "", 6: "The answer is 5.", 9: "The answer is 5."}
+    assert all(i.text == "draft 1" for i in inquiries)
+    _, never = generate_inquiries(agents, problem, [2], max_rounds=1)
+    assert never == {2: -1}
