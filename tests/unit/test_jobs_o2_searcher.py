@@ -1,0 +1,48 @@
+"""O²-Searcher on the real local model, kept small for CI: the search environment answers from
+the local corpus, a demonstration masks the retrieved text out of training, the warm start
+lowers its loss, and the agent rolls out on the local model. (A GRPO step of the job takes
+minutes on a busy 2-core CPU, so its tiny preset is not run in CI; the GRPO loss itself is
+tested in test_reasoning_core.py.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from jobs.reasoning import PAPERS_DIR
+
+needs_papers = pytest.mark.skipif(not (PAPERS_DIR / "o2qa_test_gt.json").exists(),
+                                  reason="shared/data/papers/o2qa_*_gt.json not beside the checkout")
+
+
+@needs_papers
+def test_bm25_environment_finds_the_fictional_passage() -> None:
+    from jobs.o2_searcher.environment import SearchEnv, load_closed
+
+    questions, passages = load_closed(20, seed=0)
+    env = SearchEnv(passages, mode="bm25", k=3)
+    found = 0
+    for q in questions:
+        query = q.text.removeprefix("Complete the sentence: ").removesuffix(" ...")
+        found += any(q.golds[0].lower() in env.corpus[i].lower() for i in env.search([query])[0])
+    assert found >= 12                        # the answer's passage is usually among the top 3
+    assert env.information(["Zorgon Calidus government"]).startswith("<information>\n[1] ")
+
+
+@needs_papers
+def test_demonstrations_and_warm_start_on_the_local_model() -> None:
+    from jobs.backends.text import local_model_and_tokenizer
+    from jobs.o2_searcher.agent import rollout
+    from jobs.o2_searcher.environment import SearchEnv, load_closed
+    from jobs.o2_searcher.warmstart import demonstration, warm_start
+
+    questions, passages = load_closed(3, seed=0)
+    env = SearchEnv(passages, mode="bm25", k=2)
+    model, tok = local_model_and_tokenizer()
+    demo = demonstration(tok, questions[0], env)
+    assert demo.agent_text.startswith("<search>") and "<information>" not in demo.agent_text
+    info = [m for i, m in enumerate(demo.mask) if "<information>" in tok.decode(demo.ids[:i + 1])[-400:]]
+    assert demo.mask[-1] == 1 and 0 in info                   # retrieved text is context, not trained
+    losses = warm_start(model, tok, questions, env, steps=4, batch=2, lr=5e-5, seed=0)
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    (traj,) = rollout(model, tok, questions[:1], env, max_turns=2, max_new_tokens=12, temperature=0.0)
+    assert len(traj.ids) == len(traj.mask) and sum(traj.mask) > 0
