@@ -116,10 +116,11 @@ class S4DJob(Job):
                  "batch": 16, "warmup_epochs": 1, "moe_layers": 1, "num_experts": 3, "adapter_dim": 8,
                  "n_pretrain_clips": 64, "n_pretrain_static": 64, "n_dyn_train": 64, "n_dyn_val": 32, "n_dyn_test": 48,
                  "n_static_train": 96, "n_static_val": 32, "n_static_test": 48},
-        # sized for a shared 2-core CPU (~20 minutes), two fine-tuning seeds: a 4-block ViT on 32x32 faces, 8-frame clips
+        # sized for a shared 2-core CPU (~25 minutes under load): a 4-block ViT on 32x32 faces, 8-frame clips
         "full": {"image_size": 32, "patch": 8, "frames": 8, "dim": 96, "depth": 4, "heads": 4, "decoder_dim": 64,
-                 "decoder_depth": 1, "pretrain_steps": 1500, "pretrain_batch": 32, "pretrain_lr": 1e-3, "epochs": 12,
-                 "batch": 32, "warmup_epochs": 1, "moe_layers": 2, "num_experts": 4, "adapter_dim": 32, "seeds": 2},
+                 "decoder_depth": 1, "pretrain_steps": 1200, "pretrain_batch": 32, "pretrain_lr": 1e-3, "epochs": 10,
+                 "batch": 32, "warmup_epochs": 1, "moe_layers": 2, "num_experts": 4, "adapter_dim": 32,
+                 "n_pretrain_clips": 1200, "n_pretrain_static": 2400},
     }
 
     def run(self, cfg: S4DConfig, ctx: JobContext) -> dict:
@@ -157,7 +158,12 @@ class S4DJob(Job):
     def plots(self, cfg: S4DConfig, results: dict, ctx: JobContext) -> list[Path]:
         from jobs.s4d.report import plot_results
 
-        return plot_results(results, ctx.plot_path("s4d_results"), ctx.plot_path("s4d_experts"))
+        paths = plot_results(results, ctx.plot_path("s4d_results"), ctx.plot_path("s4d_experts"))
+        if results.get("generated"):
+            from jobs.faces.grid import face_grid
+
+            paths.append(face_grid(ctx.plot_path("s4d_faces"), ctx.seed))
+        return paths
 
     def verdict(self, cfg: S4DConfig, results: dict) -> Verdict:
         from jobs.s4d.report import verdict
