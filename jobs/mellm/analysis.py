@@ -51,16 +51,38 @@ def score(outs: list[dict[str, Any]], y: np.ndarray, aus: np.ndarray, classes: l
             "n": int(len(index)), "example_descriptions": texts[:3]}
 
 
+def score_texts(described: dict[str, Any], y: np.ndarray, aus: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    """Scores of free-text descriptions (a language model's): the emotion and units they name; a
+    description naming no emotion counts as wrong."""
+    from jobs.mellm.llm_describer import parse_emotion
+
+    index = np.asarray(described["index"], dtype=int)
+    pred = np.array([-1 if (e := parse_emotion(t, classes)) is None else e for t in described["texts"]])
+    named = np.stack([parse_action_units(t) for t in described["texts"]])
+    uf1, uar = uf1_uar(y[index], pred, len(classes))
+    per_au = au_f1(aus[index], named)
+    return {"uf1": uf1, "uar": uar, "au_f1": per_au, "au_f1_mean": float(np.mean(list(per_au.values()) or [0.0])),
+            "n": int(len(index)), "no_emotion": int((pred < 0).sum())}
+
+
 def table(results: dict) -> str:
     rows = ["| input | UF1 % | UAR % | mean AU F1 % | samples |", "|---|---|---|---|---|"]
     for kind, seeds in results["scores"].items():
         m = {k: np.mean([s[k] for s in seeds]) for k in ("uf1", "uar", "au_f1_mean")}
         rows.append(f"| {kind} | {100 * m['uf1']:.1f} | {100 * m['uar']:.1f} | {100 * m['au_f1_mean']:.1f} | {seeds[0]['n']} |")
+    llm = results.get("llm")
+    if llm:
+        rows.append(f"| text backend on flow cues ({llm['model']}) | {100 * llm['uf1']:.1f} | {100 * llm['uar']:.1f} | "
+                    f"{100 * llm['au_f1_mean']:.1f} | {llm['n']} |")
     aus = sorted({au for seeds in results["scores"].values() for au in seeds[0]["au_f1"]}, key=AUS.index)
     rows += ["", "| input | " + " | ".join(aus) + " |", "|---" * (len(aus) + 1) + "|"]
     for kind, seeds in results["scores"].items():
         rows.append(f"| {kind} | " + " | ".join(f"{100 * np.mean([s['au_f1'].get(a, 0) for s in seeds]):.0f}"
                                              for a in aus) + " |")
+    if llm:
+        rows.append("| text backend | " + " | ".join(f"{100 * llm['au_f1'].get(a, 0):.0f}" for a in aus) + " |")
+        rows += ["", "Language-model descriptions (first three):", ""]
+        rows += [f"- cues `{c}` -> {t.strip()!r}" for c, t in list(zip(llm["cues"], llm["texts"]))[:3]]
     return "\n".join(rows)
 
 
@@ -77,7 +99,12 @@ def verdict(results: dict, data_dir: str | None) -> Verdict:
                f"{s['fused'][1]:.1%}, flow alone {s['flow'][0]:.1%} / {s['flow'][1]:.1%}, apex frame alone "
                f"{s['apex'][0]:.1%} / {s['apex'][1]:.1%}. The fused map beat "
                + {True: "both on both metrics", False: "neither on either metric", None: "them on some metrics, not all"}[held]
-               + ". AU descriptions are written by a template from a network's AU predictions (not a language model).")
+               + ". The per-AU F1 of the CNN rows is of template descriptions written from its AU head.")
+    if results.get("llm"):
+        llm = results["llm"]
+        summary += (f" The text backend ({llm['model']}), given per-region flow cues and {llm['n']} test samples, "
+                    f"reached UF1 {llm['uf1']:.1%}, mean AU F1 {llm['au_f1_mean']:.1%} (in-context examples, "
+                    "no fine-tuning; it is not part of the verdict).")
     return Verdict(held, summary, table(results))
 
 

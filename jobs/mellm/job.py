@@ -32,6 +32,13 @@ class MELLMConfig:
     lr: float = 1e-3
     width: int = 16
     seeds: int = 1
+    describer_llm: bool = True
+    """Also describe test samples with the shared text backend from flow cues (llm_describer.py)."""
+    llm: str | None = None
+    """Text backend spec (local, openai:<url>#<model>); None: the jobs.llm setting."""
+    llm_samples: int = 60
+    llm_shots: int = 3
+    llm_max_tokens: int = 48
     # generated data (ignored with data_dir)
     n_samples: int = 600
     subjects: int = 20
@@ -92,6 +99,10 @@ def _data(cfg: MELLMConfig, ctx: JobContext, kinds: list[str]) -> tuple[Path, bo
     params = FlowParams(fusion_alpha=cfg.fusion_alpha)
     ctx.log(f"{len(labelled.y)} samples, {len(subjects)} subjects; optical flow and colour maps")
     arrays = {f"x_{k}": model_inputs(onset, apex, k, params) for k in kinds}
+    if cfg.describer_llm:
+        from jobs.mellm.motion import optical_flow
+
+        arrays["flow"] = np.stack([optical_flow(o, a, params) for o, a in zip(onset, apex)])
     path = ctx.run_dir / "data.npz"
     np.savez(path, y=labelled.y, aus=labelled.aus, fold=np.array([fold_of[g] for g in labelled.groups]),
              classes=len(labelled.classes), **arrays)
@@ -109,7 +120,8 @@ class MELLMJob(Job):
              "(higher UF1 / UAR), and supports FACS-style action-unit descriptions.")
     Config = MELLMConfig
     presets = {
-        "tiny": {"epochs": 3, "folds": 2, "n_samples": 48, "subjects": 4, "width": 8, "batch": 16, "image_size": 48},
+        "tiny": {"epochs": 3, "folds": 2, "n_samples": 48, "subjects": 4, "width": 8, "batch": 16, "image_size": 48,
+                 "llm_samples": 2, "llm_shots": 2, "llm_max_tokens": 24},
         "full": {},
     }
 
@@ -136,6 +148,15 @@ class MELLMJob(Job):
             results["scores"][k] = per_seed
             for name in ("uf1", "uar"):
                 ctx.metric(name, float(np.mean([p[name] for p in per_seed])), input=k)
+        if cfg.describer_llm:
+            from jobs.mellm.analysis import score_texts
+            from jobs.mellm.llm_describer import llm_describe
+
+            ctx.log(f"describing {cfg.llm_samples} test samples with the text backend")
+            described = llm_describe(arrays["flow"], arrays["y"], arrays["aus"], arrays["fold"], classes,
+                                     cfg.llm_samples, cfg.llm_shots, cfg.llm_max_tokens, ctx.seed,
+                                     lambda it: ctx.progress(it, desc="llm descriptions"), cfg.llm)
+            results["llm"] = described | score_texts(described, arrays["y"], arrays["aus"] > 0, classes)
         return results
 
     def plots(self, cfg: MELLMConfig, results: dict, ctx: JobContext) -> list[Path]:

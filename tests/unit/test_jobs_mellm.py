@@ -34,6 +34,19 @@ def test_flow_of_a_subtle_smile_lands_on_the_mouth_and_the_map_fuses_it() -> Non
     assert x.shape == (1, 3, 64, 64) and np.allclose(x[0, 0], apex)
     with pytest.raises(ValueError, match="unknown input"):
         model_inputs(onset[None], apex[None], "depth")
+    from jobs.mellm.llm_describer import motion_cues
+
+    cues = motion_cues(optical_flow(onset, apex))
+    assert "mouth corner: up" in cues and "brow" not in cues  # what the language model is told
+
+
+def test_emotion_is_read_after_the_word_emotion() -> None:
+    from jobs.mellm.llm_describer import parse_emotion
+
+    classes = list(ds.MICRO_EMOTIONS)
+    assert parse_emotion("AU12, a positive smile. Emotion: surprise.", classes) == 2
+    assert parse_emotion("The emotion is negative", classes) == 0
+    assert parse_emotion("no idea", classes) is None
 
 
 def test_descriptions_name_their_action_units() -> None:
@@ -87,4 +100,7 @@ def test_mellm_tiny_preset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caps
         assert all(0 <= v <= 1 for v in s["au_f1"].values()) and s["example_descriptions"]
     report = (run_dir / "report.md").read_text()
     assert "generated micro-expressions" in report and "UF1" in report
+    llm = results["llm"]  # the real local language model described two test samples
+    assert llm["model"].startswith("local:") and len(llm["texts"]) == 2 and llm["n"] == 2
+    assert all(isinstance(t, str) for t in llm["texts"]) and 0 <= llm["uf1"] <= 1
     assert (run_dir / "mellm_inputs.png").stat().st_size > 5000 and (run_dir / "mellm_scores.png").exists()
