@@ -118,7 +118,7 @@ class S4DJob(Job):
                  "n_static_train": 96, "n_static_val": 32, "n_static_test": 48},
         # sized for a shared 2-core CPU (~25 minutes under load): a 4-block ViT on 32x32 faces, 8-frame clips
         "full": {"image_size": 32, "patch": 8, "frames": 8, "dim": 96, "depth": 4, "heads": 4, "decoder_dim": 64,
-                 "decoder_depth": 1, "pretrain_steps": 1200, "pretrain_batch": 32, "pretrain_lr": 1e-3, "epochs": 10,
+                 "decoder_depth": 1, "pretrain_steps": 600, "pretrain_batch": 32, "pretrain_lr": 1e-3, "epochs": 25,
                  "batch": 32, "warmup_epochs": 1, "moe_layers": 2, "num_experts": 4, "adapter_dim": 32,
                  "n_pretrain_clips": 1200, "n_pretrain_static": 2400},
     }

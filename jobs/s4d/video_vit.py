@@ -23,6 +23,13 @@ def sincos_table(positions: int, dim: int) -> torch.Tensor:
     return table
 
 
+def standardise(clips: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit variance per clip: the role of VideoMAE's ImageNet mean/std normalisation,
+    per sample because lighting (gain, gamma) varies per face."""
+    mean = clips.mean(dim=(1, 2, 3), keepdim=True)
+    return (clips - mean) / (clips.std(dim=(1, 2, 3), keepdim=True) + 1e-5)
+
+
 class Block(nn.Module):
     """Pre-norm attention + MLP; with ``moae`` a Mixture of Adapter Experts beside the MLP."""
 
@@ -63,6 +70,7 @@ class VideoViT(nn.Module):
     def tokens(self, clips: torch.Tensor) -> torch.Tensor:
         if clips.shape[1] == 1:  # a still image: the two-frame clip of S4D
             clips = clips.repeat(1, self.tubelet, 1, 1)
+        clips = standardise(clips)
         x = self.embed(clips[:, None]).flatten(2).transpose(1, 2)
         return x + self.pos[: x.shape[1]]
 
