@@ -76,12 +76,12 @@ def _abtest_demo(settings: Settings, url: str) -> None:
 
 def run_demo(settings: Settings, models: list[str] | None = None, epochs: int | None = None, keep_running: bool = True) -> None:
     models = models or ["dlf", "dmoe"]
-    t = _step("1/8 features: MovieLens-100K -> parquet offline store -> Feast online store")
+    t = _step("1/9 features: MovieLens-100K -> parquet offline store -> Feast online store")
     info = workflow.build_features(settings)
     print(f"   {info['features_dir']}: {info['meta']}")
     _done(t, info)
 
-    t = _step(f"2/8 train {', '.join(models)} with TorchRec (DistributedModelParallel, fused embedding optimizer)")
+    t = _step(f"2/9 train {', '.join(models)} with TorchRec (DistributedModelParallel, fused embedding optimizer)")
     overrides = {"epochs": epochs} if epochs else None
     results = {}
     for model in models:
@@ -91,19 +91,19 @@ def run_demo(settings: Settings, models: list[str] | None = None, epochs: int | 
               f"test AUC {result['test_auc']:.4f}, logloss {result['test_logloss']:.4f}{corr}")
     _done(t, {"skipped": all(r.get("skipped") for r in results.values())})
 
-    t = _step("3/8 export: ONNX + parity check + Triton model repositories")
+    t = _step("3/9 export: ONNX + parity check + Triton model repositories")
     for model in models:
         exported = workflow.export_model(settings, model)
         print(f"   {model} v{exported['version']}: max |ONNX - PyTorch| = {exported['parity_max_abs_diff']:.2e} "
               f"on {exported['parity_rows']} rows; TensorRT: {exported['tensorrt']}")
     _done(t, {})
 
-    t = _step("4/8 stack: Kafka-protocol broker + tritonserver + scoring gateway")
+    t = _step("4/9 stack: Kafka-protocol broker + tritonserver + scoring gateway")
     status = stack.stack_up(settings, models)
     print(f"   triton {status['triton'].get('url', '')}  gateway {status['gateway']['url']}  (docs: {status['gateway']['url']}/docs)")
     _done(t, {})
 
-    t = _step("5/8 score sample users through the gateway")
+    t = _step("5/9 score sample users through the gateway")
     url = status["gateway"]["url"]
     with httpx.Client(timeout=10) as client:
         for body in workflow.sample_requests(settings):
@@ -119,9 +119,16 @@ def run_demo(settings: Settings, models: list[str] | None = None, epochs: int | 
                       f"{len(body['item_ids'])} candidates -> top5 {top}  ({out['timings_ms']['total']:.1f} ms)")
     _done(t, {})
 
-    t = _step("6/8 stream: MovieLens events -> Kafka -> stream feature processor -> Feast online store")
+    t = _step("6/9 stream: MovieLens events -> Kafka -> stream feature processor -> Feast online store")
     status = _cli(settings, "stream", "status")
     in_topic = sum(p.get("high_watermark", 0) for p in status.get("partitions", []))
+    if not in_topic and status.get("state", {}).get("users"):
+        # The local broker came back empty (memory storage, restarted since the last demo): the
+        # state's offsets point into a log that no longer exists and the processor would stop at
+        # the log reset. Its events are gone, so the stream starts over from a fresh replay.
+        _cli(settings, "stream", "reset")
+        print("   the broker restarted empty: the processor's state from its previous log was reset")
+        status = _cli(settings, "stream", "status")
     if in_topic or status.get("state", {}).get("users"):
         # replaying the same events again would count them twice (offsets are new)
         print(f"   already streamed ({in_topic:,} events in the topic, state holds "
@@ -135,11 +142,11 @@ def run_demo(settings: Settings, models: list[str] | None = None, epochs: int | 
           f"{processed.get('duplicate_skipped', 0)} duplicates skipped, {processed.get('batches', 0)} micro-batches")
     _done(t, {})
 
-    t = _step("7/8 A/B: SIMULATED marketplace: a full-size experiment (direct mode), then a driven run through the gateway")
+    t = _step("7/9 A/B: SIMULATED marketplace: a full-size experiment (direct mode), then a driven run through the gateway")
     _abtest_demo(settings, url)
     _done(t, {})
 
-    t = _step("8/8 forecast: DLinear + PIR on Victoria electricity demand, revised on the stream")
+    t = _step("8/9 forecast: DLinear + PIR on Victoria electricity demand, revised on the stream")
     bundle = settings.path(settings.forecast.bundle_dir)
     if not (bundle / "forecast.json").exists():
         trained = _cli(settings, "forecast", "train", "--quiet")
