@@ -23,6 +23,21 @@ from recast.settings import KafkaSettings, Settings
 log = logging.getLogger(__name__)
 
 
+class _CancelledRefreshIsNotAnError(logging.Filter):
+    """kafka-python logs an ERROR when a client is closed while a metadata refresh is in flight.
+
+    Nothing failed (the refresh was cancelled by the close), yet every short-lived client, such as
+    the labels job's topic read, printed it: dropped here, every other kafka record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not (record.msg == "Metadata refresh: failed %s" and args
+                    and "Cancelled" in type(args[0]).__name__)
+
+
+logging.getLogger("kafka.cluster").addFilter(_CancelledRefreshIsNotAnError())
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str

@@ -55,3 +55,18 @@ def test_empty_inputs() -> None:
     assert labels.height == 0 and "label" in labels.columns
     with pytest.raises(ValueError):
         label_examples(exposures_frame([]), outcomes_frame([]), window_ms=-1)
+
+
+def test_a_cancelled_metadata_refresh_is_not_logged_as_an_error(caplog) -> None:
+    """Closing a short-lived client mid-refresh is no failure; a real refresh failure still shows."""
+    import logging
+
+    import kafka.errors as errors
+
+    import streaming.topics  # noqa: F401  (installs the filter)
+
+    cluster = logging.getLogger("kafka.cluster")
+    with caplog.at_level(logging.ERROR, logger="kafka.cluster"):
+        cluster.error("Metadata refresh: failed %s", errors.Cancelled())
+        cluster.error("Metadata refresh: failed %s", errors.KafkaConnectionError("broker gone"))
+    assert [r.getMessage() for r in caplog.records] == ["Metadata refresh: failed KafkaConnectionError: broker gone"]
