@@ -640,8 +640,10 @@ def test_feature_store_yaml_is_valid_feast_config(tmp_path: Path, monkeypatch: p
     assert config.online_store.connection_string.endswith(",password=from-a-secret")
 
 
-def test_chart_defaults_match_code_defaults() -> None:
+def test_chart_defaults_match_code_defaults(monkeypatch, tmp_path) -> None:
     values = chart_values()
+    monkeypatch.chdir(tmp_path)  # the code's defaults, not a recast.yaml in the checkout
+    monkeypatch.delenv("RECAST_CONFIG", raising=False)
     gateway = GatewaySettings()
     assert values["gateway"]["port"] == gateway.port
     assert values["gateway"]["modelName"] == gateway.model_name

@@ -7,7 +7,8 @@ import pytest
 from recast.settings import Settings
 
 
-def test_defaults_and_env_override(monkeypatch):
+def test_defaults_and_env_override(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # a recast.yaml in the checkout would replace the defaults
     monkeypatch.setenv("RECAST_GATEWAY__PORT", "9123")
     monkeypatch.setenv("RECAST_TRAIN__EPOCHS", "3")
     monkeypatch.delenv("RECAST_CONFIG", raising=False)
