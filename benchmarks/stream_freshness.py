@@ -10,9 +10,15 @@ order, re-stamped with the wall clock at send (``recast stream replay
 event of a fresh user. A reader thread polls the online store for the
 outstanding probe users; a probe's freshness is the time from its event time
 to the moment its ``last_event_ms`` is readable. Runs once per processor
-batch window (``--waits``), side by side.
+batch window (``--waits``), per online store (``--online-store``: SQLite, or a
+real ``redis-server`` on a free loopback port) and ``--repeats`` times, side by
+side with the medians of the repeats and the load average of each run.
+
+``--users N`` offers synthetic events over a key space of N users (uniform, so a
+batch touches ~one row per event) instead of MovieLens-100K's 943 users.
 
     .venv/bin/python benchmarks/stream_freshness.py --rate 1000 --duration 20
+    .venv/bin/python benchmarks/stream_freshness.py --rate 5000 --users 100000 --online-store sqlite redis --repeats 3
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import argparse
 import os
 import random
 import shutil
+import statistics
 import sys
 import tempfile
 import threading
@@ -33,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from features.feast_repo import USER_STREAM_VIEW, open_store, repo_dir  # noqa: E402
 from streaming.events import InteractionV1, encode, key_of  # noqa: E402
-from streaming.harness import StreamStack  # noqa: E402
+from streaming.harness import StreamStack, release_online_store  # noqa: E402
 
 RAW = ROOT / "data" / "ml-100k"
 LOAD_AT_START = os.getloadavg()[0]
@@ -71,10 +78,19 @@ class ProbeReader(threading.Thread):
             time.sleep(0.002)
 
 
-def run(stack: StreamStack, wait_ms: int, rate: float, duration: float, probe_ms: float,
+def synthetic_events(n: int, users: int, items: list[str], seed: int) -> list[InteractionV1]:
+    """``n`` events with users uniform over ``users`` ids (re-stamped at send)."""
+    rng = random.Random(seed)
+    return [InteractionV1(event_id=f"s{seed}-{i}", ts_ms=1, type="click" if rng.random() < 0.3 else "view",
+                          user=f"u{rng.randrange(users)}", item=rng.choice(items)) for i in range(n)]
+
+
+def run(stack: StreamStack, name: str, wait_ms: int, rate: float, duration: float, probe_ms: float,
         events: list[InteractionV1], items: list[str]) -> dict:
-    s = stack.scope(f"fresh{wait_ms}")
-    proc = s.fork_processor(f"processor-{wait_ms}.log", batch_max_events=5000, batch_max_wait_ms=wait_ms)
+    s = stack.scope(name)
+    # a batch slower than the tests' short max_poll_interval_ms on a loaded host would be redelivered
+    s.settings.kafka.max_poll_interval_ms = max(s.settings.kafka.max_poll_interval_ms, 15_000)
+    proc = s.fork_processor(f"processor-{name}.log", batch_max_events=5000, batch_max_wait_ms=wait_ms)
     producer = s.producer
     topic = s.settings.kafka.events_topic
     reader = ProbeReader(s)
@@ -87,10 +103,10 @@ def run(stack: StreamStack, wait_ms: int, rate: float, duration: float, probe_ms
         deadline = time.monotonic() + 90
         while sum(s.watermarks().values()) < len(warm):
             if time.monotonic() > deadline or not proc.is_alive():
-                raise RuntimeError(f"processor did not start; see {s.home / f'processor-{wait_ms}.log'}")
+                raise RuntimeError(f"processor did not start; see {s.home / f'processor-{name}.log'}")
             time.sleep(0.1)
         reader.start()
-        progress(f"wait {wait_ms} ms: {rate:.0f} events/s for {duration:.0f}s, a probe every {probe_ms:.0f} ms")
+        progress(f"{name}: {rate:.0f} events/s for {duration:.0f}s, a probe every {probe_ms:.0f} ms")
         started = time.monotonic()
         sent = probes = 0
         next_probe = started
@@ -103,8 +119,8 @@ def run(stack: StreamStack, wait_ms: int, rate: float, duration: float, probe_ms
                 sent += 1
             if now >= next_probe:
                 ts = int(time.time() * 1000)
-                user, next_probe = f"probe-{wait_ms}-{probes}", next_probe + probe_ms / 1e3
-                probe = InteractionV1(event_id=f"probe-{wait_ms}-{probes}", ts_ms=ts, type="click", user=user,
+                user, next_probe = f"probe-{name}-{probes}", next_probe + probe_ms / 1e3
+                probe = InteractionV1(event_id=f"probe-{name}-{probes}", ts_ms=ts, type="click", user=user,
                                       item=rng.choice(items))
                 reader.add(user, ts)
                 producer.send(topic, key=key_of(probe), value=encode(probe))
@@ -117,13 +133,20 @@ def run(stack: StreamStack, wait_ms: int, rate: float, duration: float, probe_ms
             time.sleep(0.05)
     finally:
         reader.stop.set()
+        if reader.is_alive():
+            reader.join(timeout=10)
+        release_online_store(reader.store)  # the next run forks a processor: no open SQLite connection in this one
         if proc.is_alive():
             proc.terminate()
         proc.join(timeout=30)
     ms = list(reader.seen.values())
-    return {"wait_ms": wait_ms, "offered_rate": offered, "events": sent, "probes": probes, "visible": len(ms),
-            "p50_ms": percentile(ms, 50), "p90_ms": percentile(ms, 90), "p99_ms": percentile(ms, 99),
-            "max_ms": max(ms) if ms else float("nan"), "reads": reader.reads}
+    out = {"run": name, "wait_ms": wait_ms, "offered_rate": offered, "events": sent, "probes": probes,
+           "visible": len(ms), "p50_ms": percentile(ms, 50), "p90_ms": percentile(ms, 90),
+           "p99_ms": percentile(ms, 99), "max_ms": max(ms) if ms else float("nan"), "reads": reader.reads,
+           "load_1m": os.getloadavg()[0]}
+    progress(f"{name}: p50 {out['p50_ms']:.0f} ms, p99 {out['p99_ms']:.0f} ms, {len(ms)}/{probes} visible "
+             f"(load {out['load_1m']:.2f})")
+    return out
 
 
 def main() -> None:
@@ -132,29 +155,54 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=20.0, help="seconds per run")
     ap.add_argument("--probe-ms", type=float, default=50.0)
     ap.add_argument("--waits", type=int, nargs="+", default=[200, 50], help="processor batch_max_wait_ms values")
+    ap.add_argument("--users", type=int, default=0,
+                    help="synthetic events over this many users (0: MovieLens-100K in timestamp order)")
+    ap.add_argument("--online-store", nargs="+", choices=["sqlite", "redis"], default=["sqlite"])
+    ap.add_argument("--state-store", choices=["sqlite", "redis"], default="sqlite")
+    ap.add_argument("--repeats", type=int, default=1, help="runs per (online store, wait); medians shown")
     ap.add_argument("--keep", action="store_true", help="keep the temporary home (processor logs)")
     args = ap.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="recast-stream-fresh-"))
-    raw = RAW if (RAW / "ml-100k.inter").exists() else None
-    progress(f"stack in {home}")
-    try:
-        with StreamStack(home, raw_dir=raw, sample={"n_users": 943, "n_items": 1682, "n_interactions": 20_000}) as stack:
-            from streaming.replay import movielens_events
+    results = []
+    for store in args.online_store:
+        home = Path(tempfile.mkdtemp(prefix=f"recast-stream-fresh-{store}-"))
+        raw = RAW if (RAW / "ml-100k.inter").exists() and not args.users else None
+        progress(f"{store}: stack in {home}")
+        try:
+            with StreamStack(home, raw_dir=raw, sample={"n_users": 943, "n_items": 1682, "n_interactions": 20_000},
+                             online_store=store, state_store=args.state_store) as stack:
+                from streaming.replay import movielens_events
 
-            events = list(movielens_events(stack.raw_dir))
-            items = sorted({e.item for e in events})
-            results = [run(stack, w, args.rate, args.duration, args.probe_ms, events, items) for w in args.waits]
-    finally:
-        if not args.keep:
-            shutil.rmtree(home, ignore_errors=True)
+                events = list(movielens_events(stack.raw_dir))
+                items = sorted({e.item for e in events})
+                if args.users:
+                    events = synthetic_events(int(args.rate * args.duration), args.users, items, seed=args.users)
+                for w in args.waits:
+                    for k in range(args.repeats):
+                        r = run(stack, f"{store}-{w}-{k}", w, args.rate, args.duration, args.probe_ms, events, items)
+                        results.append({**r, "online_store": store})
+        finally:
+            if not args.keep:
+                shutil.rmtree(home, ignore_errors=True)
+    source = f"synthetic, {args.users:,} users uniform" if args.users else "MovieLens-100K in timestamp order"
     print()
-    print("Freshness: event time -> visible in the Feast online store (SQLite), steady offered rate")
-    print(table(["batch wait ms", "offered events/s", "probes", "visible", "p50 ms", "p90 ms", "p99 ms", "max ms"],
-                [[r["wait_ms"], r["offered_rate"], r["probes"], r["visible"], r["p50_ms"], r["p90_ms"], r["p99_ms"],
-                  r["max_ms"]] for r in results], digits=1))
-    print("\none processor process (batch <= 5000 events or the wait), 4 partitions; MovieLens-100K in timestamp "
-          "order re-stamped at send, plus the probes; producer and probe reader in this process")
+    print(f"Freshness: event time -> visible in the Feast online store, steady offered rate ({source})")
+    print(table(["run", "online store", "batch wait ms", "offered events/s", "probes", "visible", "p50 ms", "p90 ms",
+                 "p99 ms", "max ms", "load 1m"],
+                [[r["run"], r["online_store"], r["wait_ms"], r["offered_rate"], r["probes"], r["visible"], r["p50_ms"],
+                  r["p90_ms"], r["p99_ms"], r["max_ms"], r["load_1m"]] for r in results], digits=1))
+    medians = []
+    if args.repeats > 1:
+        for store in args.online_store:
+            for w in args.waits:
+                rs = [r for r in results if r["online_store"] == store and r["wait_ms"] == w]
+                medians.append([store, w, *(statistics.median(r[k] for r in rs) for k in
+                                            ("offered_rate", "p50_ms", "p99_ms", "max_ms", "load_1m"))])
+        print(f"\nMedians of {args.repeats}:")
+        print(table(["online store", "batch wait ms", "offered events/s", "p50 ms", "p99 ms", "max ms", "load 1m"],
+                    medians, digits=1))
+    print(f"\none processor process (batch <= 5000 events or the wait), 4 partitions, state store {args.state_store}; "
+          "events re-stamped at send, plus the probes (fresh users); producer and probe reader in this process")
     path = write_json("stream_freshness", {"environment": environment(), "args": vars(args), "results": results})
     print(f"host: {os.cpu_count()} CPUs shared with other work; 1-min load average {LOAD_AT_START:.2f} at start, "
           f"{os.getloadavg()[0]:.2f} at end")

@@ -36,6 +36,7 @@ import argparse
 import os
 import random
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -115,14 +116,14 @@ def run_mode(stack: StreamStack, name: str, events, batch: int, wait_ms: int, of
     return out
 
 
-def scale_out(stack: StreamStack, users: int, n_events: int, batch: int, wait_ms: int) -> list[dict]:
+def scale_out(stack: StreamStack, users: int, n_events: int, batch: int, wait_ms: int, repeat: int = 0) -> list[dict]:
     """One vs two forked instances of the group on the shared state, the same events; events/s from
     the first committed batch to the last watermark (joins excluded)."""
     out = []
     for n in (1, 2):
-        s = stack.scope(f"scale{n}-{users}")
+        s = stack.scope(f"scale{n}-{users}-{repeat}")
         s.settings.kafka.max_poll_interval_ms = max(s.settings.kafka.max_poll_interval_ms, 15_000)
-        events = synthetic_events(n_events, users, seed=users + n)
+        events = synthetic_events(n_events, users, seed=users + n + 10 * repeat)
         progress(f"scale-out, {n} instance(s): producing {len(events):,} events")
         ends = s.send(events)
         total = sum(ends.values())
@@ -172,6 +173,16 @@ def read_latency(stack: StreamStack, events, n: int = 300) -> dict:
     return out
 
 
+def median_row(rows: list[dict]) -> dict:
+    """The median of every numeric field over the repeats of one row (the others from the first)."""
+    out = dict(rows[0])
+    for k, v in rows[0].items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[k] = statistics.median(r[k] for r in rows)
+    out["repeats"] = len(rows)
+    return out
+
+
 def key_space_curve(args) -> None:
     results, scaled, reads = [], [], []
     for store in args.online_store:
@@ -180,14 +191,18 @@ def key_space_curve(args) -> None:
         try:
             with StreamStack(home, sample=SAMPLE, online_store=store, state_store=args.state_store) as stack:
                 if args.scale_out and store == "redis":
-                    scaled = scale_out(stack, max(args.users), args.events, args.batch, args.wait_ms)
+                    runs = [scale_out(stack, max(args.users), args.events, args.batch, args.wait_ms, k)
+                            for k in range(args.repeats)]
+                    scaled = [median_row([run[n] for run in runs]) for n in range(2)]
                 for users in args.users:
                     events = synthetic_events(args.events, users, seed=users)
-                    prof = (Path(args.profile) / f"{store}-{users}.prof") if args.profile else None
-                    r = run_mode(stack, f"{store}-{users}", events, args.batch, args.wait_ms, not args.no_parquet,
-                                 profile=prof)
-                    results.append({**r, "online_store": store, "key_space": users,
-                                    "distinct_users": len({e.user for e in events})})
+                    rows = []
+                    for k in range(args.repeats):
+                        prof = (Path(args.profile) / f"{store}-{users}-{k}.prof") if args.profile else None
+                        rows.append(run_mode(stack, f"{store}-{users}-{k}", events, args.batch, args.wait_ms,
+                                             not args.no_parquet, profile=prof))
+                    results.append({**median_row(rows), "online_store": store, "key_space": users,
+                                    "distinct_users": len({e.user for e in events}), "runs": rows})
                 reads.append({"online_store": store, **read_latency(stack, events)})
         finally:
             if not args.keep:
@@ -198,7 +213,8 @@ def key_space_curve(args) -> None:
              r["cpu_us_per_event"], r["user_rows_per_batch"], r["rows_per_push"], r["push_ms_per_batch"],
              r["push_ms_mean"], r["load_1m"]] for r in results]
     print()
-    print(f"Stream processor, synthetic events ({args.events:,} per row), users uniform over the key space")
+    print(f"Stream processor, synthetic events ({args.events:,} per row), users uniform over the key space; "
+          f"medians of {args.repeats} runs")
     print(table(["online store", "key space", "distinct users", "events/s", "CPU ms/batch", "CPU us/event",
                  "user rows/batch", "rows/write", "write ms/batch", "write ms (mean)", "load 1m"], rows, digits=1))
     print(f"\nbatch <= {args.batch} events or {args.wait_ms} ms; 4 partitions; one processor instance; parquet "
@@ -210,7 +226,7 @@ def key_space_curve(args) -> None:
                   r["load_1m"]] for r in reads], digits=2))
     if scaled:
         print(f"\nScale-out: instances of one group on the {args.state_store} state store, Redis online store, "
-              f"{max(args.users):,} users (forked processes on this host)")
+              f"{max(args.users):,} users (forked processes on this host), medians of {args.repeats}")
         print(table(["instances", "events", "events/s", "x one instance", "load 1m"],
                     [[r["instances"], r["events"], r["events_per_s"], ratio(r["events_per_s"], scaled[0]["events_per_s"]),
                       r["load_1m"]] for r in scaled], digits=2))
@@ -266,7 +282,8 @@ def main() -> None:
                     help="processor state: the host's SQLite file or Redis (shared across hosts)")
     ap.add_argument("--scale-out", action="store_true",
                     help="also one vs two instances (forked) at the largest key space, with the redis online store")
-    ap.add_argument("--profile", default=None, help="folder for a cProfile dump per row")
+    ap.add_argument("--profile", default=None, help="folder for a cProfile dump per run")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per row (and per scale-out size); medians shown")
     ap.add_argument("--movielens", action="store_true", help="the per-event vs micro-batched comparison on ML-100K")
     ap.add_argument("--per-event", type=int, default=400, help="--movielens: events for the per-event baseline")
     ap.add_argument("--batch", type=int, default=5000)
