@@ -122,7 +122,8 @@ class MELLMJob(Job):
     presets = {
         "tiny": {"epochs": 3, "folds": 2, "n_samples": 48, "subjects": 4, "width": 8, "batch": 16, "image_size": 48,
                  "llm_samples": 2, "llm_shots": 2, "llm_max_tokens": 24},
-        "full": {},
+        # sized for a shared 2-core CPU: 400 samples of 16 subjects, 4 subject-independent folds
+        "full": {"n_samples": 400, "subjects": 16, "folds": 4, "epochs": 15, "llm_samples": 40},
     }
 
     def run(self, cfg: MELLMConfig, ctx: JobContext) -> dict:
