@@ -38,7 +38,7 @@ class MELLMConfig:
     """Text backend spec (local, openai:<url>#<model>); None: the jobs.llm setting."""
     llm_samples: int = 60
     llm_shots: int = 3
-    llm_max_tokens: int = 48
+    llm_max_tokens: int = 96
     # generated data (ignored with data_dir)
     n_samples: int = 600
     subjects: int = 20
@@ -121,8 +121,9 @@ class MELLMJob(Job):
     Config = MELLMConfig
     presets = {
         "tiny": {"epochs": 3, "folds": 2, "n_samples": 48, "subjects": 4, "width": 8, "batch": 16, "image_size": 48,
-                 "llm_samples": 2, "llm_shots": 2, "llm_max_tokens": 24},
-        "full": {},
+                 "llm_samples": 2, "llm_shots": 2, "llm_max_tokens": 32},
+        # sized for a shared 2-core CPU: 400 samples of 16 subjects, 4 subject-independent folds
+        "full": {"n_samples": 400, "subjects": 16, "folds": 4, "epochs": 15, "llm_samples": 40},
     }
 
     def run(self, cfg: MELLMConfig, ctx: JobContext) -> dict:

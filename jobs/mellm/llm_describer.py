@@ -84,8 +84,10 @@ def llm_describe(flows: np.ndarray, y: np.ndarray, aus: np.ndarray, folds: np.nd
         examples = [(cues[j], describe([AUS[a] for a in np.flatnonzero(aus[j] > 0)], classes[y[j]])) for j in chosen]
         prompts.append(prompt(cues[i], examples))
     backend = text_backend(spec)
-    params = GenParams(max_tokens=max_tokens, stop=("\nMotion:",), seed=seed)
+    params = GenParams(max_tokens=max_tokens, stop=("\n\n",), seed=seed)
     texts: list[str] = []
     for start in progress(range(0, len(prompts), 8)):
-        texts += [out[0].strip() for out in backend.generate(prompts[start:start + 8], params, system=SYSTEM)]
+        # a small model often echoes the example pattern ("Motion: ...\nDescription: ..."): keep the description
+        texts += [out[0].split("Description:")[-1].strip()
+                  for out in backend.generate(prompts[start:start + 8], params, system=SYSTEM)]
     return {"index": pick.tolist(), "texts": texts, "cues": [cues[i] for i in pick], "model": backend.model_id}

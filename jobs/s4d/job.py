@@ -85,16 +85,16 @@ def _data(cfg: S4DConfig, ctx: JobContext) -> tuple[Path, bool]:
         parts |= {"pretrain_clips": parts["dyn_train_x"], "pretrain_static": parts["st_train_x"]}
         generated = False
     else:
-        size, f, s = cfg.image_size, cfg.frames, ctx.seed * 1000
-        clips = lambda n, k: ds.generate_clips(n, s + k, f, size)  # noqa: E731
-        static = lambda n, k, noise=0.0: ds.generate_static(n, s + k, size, label_noise=noise)  # noqa: E731
+        base = ctx.seed * 1000  # each split its own generator seed
         ctx.log("generating faces: pretraining clips and images, labelled clips and images")
-        parts = {"pretrain_clips": clips(cfg.n_pretrain_clips, 1).x, "pretrain_static": static(cfg.n_pretrain_static, 2).x}
+        parts = {"pretrain_clips": ds.generate_clips(cfg.n_pretrain_clips, base + 1, cfg.frames, cfg.image_size).x,
+                 "pretrain_static": ds.generate_static(cfg.n_pretrain_static, base + 2, cfg.image_size).x}
         for key, n, k in (("train", cfg.n_dyn_train, 3), ("val", cfg.n_dyn_val, 4), ("test", cfg.n_dyn_test, 5)):
-            d = clips(n, k)
+            d = ds.generate_clips(n, base + k, cfg.frames, cfg.image_size)
             parts |= {f"dyn_{key}_x": d.x, f"dyn_{key}_y": d.y}
         for key, n, k in (("train", cfg.n_static_train, 6), ("val", cfg.n_static_val, 7), ("test", cfg.n_static_test, 8)):
-            st = static(n, k, cfg.static_label_noise if key == "train" else 0.0)
+            noise = cfg.static_label_noise if key == "train" else 0.0  # evaluation labels stay clean
+            st = ds.generate_static(n, base + k, cfg.image_size, label_noise=noise)
             parts |= {f"st_{key}_x": st.x, f"st_{key}_y": st.y}
         generated = True
     np.savez(path, classes=len(ds.EMOTIONS), **parts)
