@@ -71,11 +71,11 @@ def cmd_status(args: argparse.Namespace, s) -> None:
 
 
 def cmd_reset(args: argparse.Namespace, s) -> None:
-    from streaming.processor import state_path
+    from streaming.state import state_path
 
     group = args.group or s.stream.consumer_group
     if s.stream.state_store == "redis":
-        from streaming.processor import open_state
+        from streaming.state import open_state
 
         store = open_state(s, group)
         try:

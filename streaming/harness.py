@@ -267,7 +267,7 @@ class StreamStack:
 
     # ------------------------------------------------------------------ state
     def watermarks(self, group: str | None = None) -> dict[int, int]:
-        from streaming.processor import open_state, state_path
+        from streaming.state import open_state, state_path
 
         group = group or self.settings.stream.consumer_group
         if self.settings.stream.state_store == "sqlite" and not state_path(self.settings, group).exists():

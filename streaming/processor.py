@@ -19,7 +19,7 @@ Per micro-batch (up to ``batch_max_events`` records or ``batch_max_wait_ms``):
 3. the Kafka offsets are committed **after** all writes succeeded.
 
 (Steps 2 and 3 are streaming/write_phase.py; this module is the consumer loop,
-the rebalance handling, the metrics and the entry point.)
+the rebalance handling and the entry point.)
 
 So delivery is at-least-once and the aggregates are idempotent: a crash
 anywhere replays records whose effect was either not committed (recomputed
@@ -36,12 +36,7 @@ behind the applied watermark (a broker that lost its data) is detected, never
 silently skipped: ``stream.on_log_reset`` says whether to stop or to rebuild
 (streaming/log_reset.py).
 
-Metrics (Prometheus, ``/metrics`` on ``stream.metrics_port``):
-``recast_stream_events_total{outcome}``, ``recast_stream_dead_letter_total{reason}``,
-``recast_stream_batch_events``, ``recast_stream_batch_seconds``,
-``recast_stream_push_seconds{view}``, ``recast_stream_consumer_lag{partition}``,
-``recast_stream_assigned_partitions``, ``recast_stream_commit_failures_total``,
-``recast_stream_write_failures_total``, ``recast_stream_log_resets_total{partition}``.
+Metrics: streaming/processor_metrics.py.
 """
 
 from __future__ import annotations
@@ -52,52 +47,18 @@ import signal
 import threading
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
 from recast.settings import Settings
 from streaming.events import InvalidEvent, decode
 from streaming.log_reset import LogResetError, advice, current_topic_id, reset_reason
+from streaming.processor_metrics import ProcessorMetrics
+from streaming.state import open_state
 from streaming.write_phase import FAULT_ENV, MicroBatchWriter, _Failpoint, _Record, _tp, paused_gc  # noqa: F401
 
 log = logging.getLogger("recast.stream")
-
-_BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000)
-_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-
-
-class ProcessorMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.events = Counter("recast_stream_events_total", "Records handled by the stream processor",
-                              ["outcome"], registry=registry)
-        self.dead_letter = Counter("recast_stream_dead_letter_total", "Records sent to the dead-letter topic",
-                                   ["reason"], registry=registry)
-        self.batch_events = Histogram("recast_stream_batch_events", "Records per micro-batch",
-                                      buckets=_BATCH_BUCKETS, registry=registry)
-        self.batch_rows = Histogram("recast_stream_batch_rows", "Feature rows pushed per micro-batch", ["view"],
-                                    buckets=_BATCH_BUCKETS, registry=registry)
-        self.batch_seconds = Histogram("recast_stream_batch_seconds", "Write phase of a micro-batch",
-                                       buckets=_SECONDS_BUCKETS, registry=registry)
-        self.push_seconds = Histogram("recast_stream_push_seconds", "Feast push latency", ["view"],
-                                      buckets=_SECONDS_BUCKETS, registry=registry)
-        self.lag = Gauge("recast_stream_consumer_lag", "High watermark minus next offset to apply",
-                         ["partition"], registry=registry)
-        self.assigned = Gauge("recast_stream_assigned_partitions", "Partitions assigned to this instance",
-                              registry=registry)
-        self.write_failures = Counter("recast_stream_write_failures_total",
-                                      "Write phases that failed (the batch is retried with backoff)",
-                                      registry=registry)
-        self.commit_failures = Counter("recast_stream_commit_failures_total",
-                                       "Kafka offset commits that failed (records are redelivered, then skipped)",
-                                       registry=registry)
-        self.log_resets = Counter("recast_stream_log_resets_total",
-                                  "Partition logs found restarted behind the applied watermark",
-                                  ["partition"], registry=registry)
-        for outcome in ("processed", "dead_lettered", "duplicate_skipped"):
-            self.events.labels(outcome)
-
 
 def load_item_vocab(settings: Settings) -> dict[str, int]:
     path = settings.path(settings.data.features_dir) / "vocab.json"
@@ -105,22 +66,6 @@ def load_item_vocab(settings: Settings) -> dict[str, int]:
         log.warning("%s missing: last_item_ids will be empty (run `recast features build`)", path)
         return {}
     return json.loads(path.read_text()).get("item_id", {})
-
-
-def state_path(settings: Settings, group: str) -> Path:
-    return settings.path(settings.stream.state_dir) / f"{group}.sqlite"
-
-
-def open_state(settings: Settings, group: str):
-    """The group's state store: the SQLite file (one host) or Redis (several hosts), ``stream.state_store``."""
-    if settings.stream.state_store == "redis":
-        from streaming.state_redis import RedisStateStore
-
-        return RedisStateStore(settings.stream.state_redis_address or settings.feast.redis_address, group,
-                               lock_ms=settings.stream.state_lock_ms)
-    from streaming.state import StateStore
-
-    return StateStore(state_path(settings, group))
 
 
 class StreamProcessor(MicroBatchWriter):

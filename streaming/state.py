@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from recast.settings import Settings
 from streaming.features import ItemPartial, UserPartial
 
 _SCHEMA = """
@@ -165,3 +166,17 @@ class StateStore:
     def counts(self) -> dict[str, int]:
         return {t: int(self.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])
                 for t in ("users", "items", "offline_parts")}
+
+
+def state_path(settings: Settings, group: str) -> Path:
+    return settings.path(settings.stream.state_dir) / f"{group}.sqlite"
+
+
+def open_state(settings: Settings, group: str):
+    """The group's state store: the SQLite file (one host) or Redis (several hosts), ``stream.state_store``."""
+    if settings.stream.state_store == "redis":
+        from streaming.state_redis import RedisStateStore
+
+        return RedisStateStore(settings.stream.state_redis_address or settings.feast.redis_address, group,
+                               lock_ms=settings.stream.state_lock_ms)
+    return StateStore(state_path(settings, group))

@@ -11,7 +11,7 @@ from streaming.log_reset import advice, current_topic_id, reset_reason
 
 def stream_status(settings: Settings, group: str | None = None, timeout_s: float = 5.0) -> dict[str, Any]:
     from streaming.broker import broker_status
-    from streaming.processor import open_state, state_path
+    from streaming.state import open_state, state_path
 
     group = group or settings.stream.consumer_group
     out: dict[str, Any] = {"broker": broker_status(settings), "group": group}

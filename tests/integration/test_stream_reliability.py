@@ -30,7 +30,7 @@ from streaming.broker import LocalBroker
 from streaming.events import InteractionV1
 from streaming.harness import StreamStack, free_port, stack_settings
 from streaming.labels import read_topic
-from streaming.processor import state_path
+from streaming.state import state_path
 from streaming.state import StateStore
 from streaming.topics import ensure_topics
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from streaming.harness import StreamStack, free_port
-from streaming.processor import open_state
+from streaming.state import open_state
 from streaming.state_redis import RedisStateStore
 from test_stream_reliability import log_of, scrape, synthetic, wait_settled
 
