@@ -121,6 +121,31 @@ class ComoRAGJob(Job):
                 "impasse": cfg.impasse, "summary": summary, "rows": rows,
                 "cycle_histogram": {str(c): sum(r["comorag"]["cycles"] == c for r in rows) for c in range(cfg.max_cycles + 1)}}
 
+    def plots(self, cfg: ComoRAGConfig, results: dict, ctx: JobContext) -> list[Path]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        s = results["summary"]
+        metrics = ("f1", "em", "evidence_recall")
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+        for i, method in enumerate(("naive", "comorag")):
+            ax.bar([j + 0.38 * i for j in range(len(metrics))], [s[method][m] for m in metrics], 0.38, label=method)
+        ax.set_xticks([j + 0.19 for j in range(len(metrics))], metrics)
+        ax.set_ylim(0, 1)
+        ax.legend()
+        hist = results["cycle_histogram"]
+        ax2.bar(list(hist), list(hist.values()))
+        ax2.set_xlabel("ComoRAG cycles used")
+        ax2.set_ylabel("questions")
+        fig.suptitle(f"ComoRAG vs naive RAG ({results['questions']} questions)")
+        fig.tight_layout()
+        path = ctx.plot_path("comorag")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return [path]
+
     def verdict(self, cfg: ComoRAGConfig, results: dict) -> Verdict:
         s = results["summary"]
         better_f1 = s["comorag"]["f1"] > s["naive"]["f1"]
