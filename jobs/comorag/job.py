@@ -106,13 +106,16 @@ class ComoRAGJob(Job):
                 out["f1"] = best_f1(out["answer"], q["golden_answers"])
                 out["em"] = exact_match(out["answer"], q["golden_answers"])
                 out["evidence_recall"] = len(gold & set(out["sources"])) / len(gold) if gold else None
+                out["chunk_recall"] = len(gold & set(out["chunk_sources"])) / len(gold) if gold else None
                 row[name] = out
             rows.append(row)
         summary = {}
         for name in ("naive", "comorag"):
             recalls = [r[name]["evidence_recall"] for r in rows if r[name]["evidence_recall"] is not None]
+            chunk_recalls = [r[name]["chunk_recall"] for r in rows if r[name]["chunk_recall"] is not None]
             summary[name] = {"f1": mean([r[name]["f1"] for r in rows]), "em": mean([r[name]["em"] for r in rows]),
-                             "evidence_recall": mean(recalls), "cycles": mean([r[name]["cycles"] for r in rows]),
+                             "evidence_recall": mean(recalls), "chunk_recall": mean(chunk_recalls),
+                             "cycles": mean([r[name]["cycles"] for r in rows]),
                              "prompt_chars": mean([r[name]["prompt_chars"] for r in rows])}
             for metric, value in summary[name].items():
                 ctx.metric("comorag", value, method=name, metric=metric)
@@ -151,12 +154,14 @@ class ComoRAGJob(Job):
         better_f1 = s["comorag"]["f1"] > s["naive"]["f1"]
         better_recall = s["comorag"]["evidence_recall"] >= s["naive"]["evidence_recall"]
         held = True if better_f1 and better_recall else (None if better_f1 or better_recall else False)
-        rows = ["| method | F1 | EM | evidence recall | cycles / question | prompt chars |", "|---|---|---|---|---|---|"]
-        rows += [f"| {m} | {v['f1']:.3f} | {v['em']:.3f} | {v['evidence_recall']:.3f} | {v['cycles']:.2f} | "
-                 f"{v['prompt_chars']:.0f} |" for m, v in s.items()]
+        rows = ["| method | F1 | EM | evidence recall (any layer) | chunks seen verbatim | cycles / question | prompt chars |",
+                "|---|---|---|---|---|---|---|"]
+        rows += [f"| {m} | {v['f1']:.3f} | {v['em']:.3f} | {v['evidence_recall']:.3f} | {v['chunk_recall']:.3f} | "
+                 f"{v['cycles']:.2f} | {v['prompt_chars']:.0f} |" for m, v in s.items()]
         text = (f"{results['questions']} questions over {results['chunks']} chunks (layers: {results['layers']}), "
                 f"model {results['model']}, impasse test '{results['impasse']}': ComoRAG F1 {s['comorag']['f1']:.3f} vs "
                 f"naive RAG {s['naive']['f1']:.3f}; evidence recall {s['comorag']['evidence_recall']:.3f} vs "
-                f"{s['naive']['evidence_recall']:.3f}; cycles per question {results['cycle_histogram']}. With this few "
+                f"{s['naive']['evidence_recall']:.3f} (chunks seen verbatim: {s['comorag']['chunk_recall']:.3f} vs "
+                f"{s['naive']['chunk_recall']:.3f}); cycles per question {results['cycle_histogram']}. With this few "
                 "questions the comparison is anecdotal.")
         return Verdict(held=held, summary=text, table_md="\n".join(rows))
