@@ -14,6 +14,7 @@ reaches the generator through pruning only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -73,8 +74,6 @@ class AlignGRAGJob(Job):
         from jobs.backends import GenParams, embedder, text_backend
 
         backend, emb = text_backend(cfg.llm or None), embedder(cfg.embedder or None)
-        from pathlib import Path
-
         splits = load_splits(Path(cfg.data_path) if cfg.data_path else data_path())
         rng = np.random.default_rng(ctx.seed)
         sizes = {"train": cfg.n_train, "val": cfg.n_val, "test": cfg.n_test}
@@ -126,6 +125,29 @@ class AlignGRAGJob(Job):
         out = summarise(cfg, backend.model_id, emb.model_id, per_split, history, items)
         out["pcst"] = "pcst_fast" if PCST_FAST_OK else "greedy (pcst_fast failed its self-check)"
         return out
+
+    def plots(self, cfg: AlignGRAGConfig, results: dict, ctx: JobContext) -> list[Path]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+        for c in CONDITIONS:
+            v = results["test"][c]
+            ax.scatter(v["prompt_chars"], v["accuracy"], s=60, label=c)
+        ax.set_xlabel("mean prompt characters")
+        ax.set_ylabel("test accuracy")
+        ax.legend(fontsize=7)
+        ax2.plot(range(1, len(results["training_loss"]) + 1), results["training_loss"])
+        ax2.set_xlabel("aligner epoch")
+        ax2.set_ylabel("KL + contrastive loss")
+        fig.suptitle(f"Align-GRAG on ExplaGraphs ({results['n_test']} test samples)")
+        fig.tight_layout()
+        path = ctx.plot_path("align_grag")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return [path]
 
     def verdict(self, cfg: AlignGRAGConfig, results: dict) -> Verdict:
         t = results["test"]

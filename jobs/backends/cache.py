@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import sqlite3
 import threading
@@ -37,11 +38,19 @@ class DiskCache:
         self.path = (root or cache_root()) / kind / f"{safe}.sqlite"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
-        with self._lock:
+        self._pid = -1
+        self._connection()
+
+    def _connection(self) -> sqlite3.Connection:
+        """This process's connection: a sweep's worker processes are forked, and a SQLite
+        connection must not cross a fork."""
+        if self._pid != os.getpid():
+            self._conn = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
             self._conn.commit()
+            self._pid = os.getpid()
+        return self._conn
 
     def get_many(self, keys: list[str]) -> dict[str, bytes]:
         found: dict[str, bytes] = {}
@@ -49,7 +58,7 @@ class DiskCache:
             for start in range(0, len(keys), 500):
                 chunk = keys[start:start + 500]
                 marks = ",".join("?" * len(chunk))
-                for key, value in self._conn.execute(f"SELECT key, value FROM entries WHERE key IN ({marks})", chunk):
+                for key, value in self._connection().execute(f"SELECT key, value FROM entries WHERE key IN ({marks})", chunk):
                     found[key] = value
         return found
 
@@ -57,9 +66,10 @@ class DiskCache:
         if not items:
             return
         with self._lock:
-            self._conn.executemany("INSERT OR REPLACE INTO entries (key, value) VALUES (?, ?)", list(items.items()))
-            self._conn.commit()
+            conn = self._connection()
+            conn.executemany("INSERT OR REPLACE INTO entries (key, value) VALUES (?, ?)", list(items.items()))
+            conn.commit()
 
     def __len__(self) -> int:
         with self._lock:
-            return self._conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
+            return self._connection().execute("SELECT COUNT(*) FROM entries").fetchone()[0]

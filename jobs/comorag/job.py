@@ -106,13 +106,16 @@ class ComoRAGJob(Job):
                 out["f1"] = best_f1(out["answer"], q["golden_answers"])
                 out["em"] = exact_match(out["answer"], q["golden_answers"])
                 out["evidence_recall"] = len(gold & set(out["sources"])) / len(gold) if gold else None
+                out["chunk_recall"] = len(gold & set(out["chunk_sources"])) / len(gold) if gold else None
                 row[name] = out
             rows.append(row)
         summary = {}
         for name in ("naive", "comorag"):
             recalls = [r[name]["evidence_recall"] for r in rows if r[name]["evidence_recall"] is not None]
+            chunk_recalls = [r[name]["chunk_recall"] for r in rows if r[name]["chunk_recall"] is not None]
             summary[name] = {"f1": mean([r[name]["f1"] for r in rows]), "em": mean([r[name]["em"] for r in rows]),
-                             "evidence_recall": mean(recalls), "cycles": mean([r[name]["cycles"] for r in rows]),
+                             "evidence_recall": mean(recalls), "chunk_recall": mean(chunk_recalls),
+                             "cycles": mean([r[name]["cycles"] for r in rows]),
                              "prompt_chars": mean([r[name]["prompt_chars"] for r in rows])}
             for metric, value in summary[name].items():
                 ctx.metric("comorag", value, method=name, metric=metric)
@@ -121,17 +124,44 @@ class ComoRAGJob(Job):
                 "impasse": cfg.impasse, "summary": summary, "rows": rows,
                 "cycle_histogram": {str(c): sum(r["comorag"]["cycles"] == c for r in rows) for c in range(cfg.max_cycles + 1)}}
 
+    def plots(self, cfg: ComoRAGConfig, results: dict, ctx: JobContext) -> list[Path]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        s = results["summary"]
+        metrics = ("f1", "em", "evidence_recall")
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+        for i, method in enumerate(("naive", "comorag")):
+            ax.bar([j + 0.38 * i for j in range(len(metrics))], [s[method][m] for m in metrics], 0.38, label=method)
+        ax.set_xticks([j + 0.19 for j in range(len(metrics))], metrics)
+        ax.set_ylim(0, 1)
+        ax.legend()
+        hist = results["cycle_histogram"]
+        ax2.bar(list(hist), list(hist.values()))
+        ax2.set_xlabel("ComoRAG cycles used")
+        ax2.set_ylabel("questions")
+        fig.suptitle(f"ComoRAG vs naive RAG ({results['questions']} questions)")
+        fig.tight_layout()
+        path = ctx.plot_path("comorag")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return [path]
+
     def verdict(self, cfg: ComoRAGConfig, results: dict) -> Verdict:
         s = results["summary"]
         better_f1 = s["comorag"]["f1"] > s["naive"]["f1"]
         better_recall = s["comorag"]["evidence_recall"] >= s["naive"]["evidence_recall"]
         held = True if better_f1 and better_recall else (None if better_f1 or better_recall else False)
-        rows = ["| method | F1 | EM | evidence recall | cycles / question | prompt chars |", "|---|---|---|---|---|---|"]
-        rows += [f"| {m} | {v['f1']:.3f} | {v['em']:.3f} | {v['evidence_recall']:.3f} | {v['cycles']:.2f} | "
-                 f"{v['prompt_chars']:.0f} |" for m, v in s.items()]
+        rows = ["| method | F1 | EM | evidence recall (any layer) | chunks seen verbatim | cycles / question | prompt chars |",
+                "|---|---|---|---|---|---|---|"]
+        rows += [f"| {m} | {v['f1']:.3f} | {v['em']:.3f} | {v['evidence_recall']:.3f} | {v['chunk_recall']:.3f} | "
+                 f"{v['cycles']:.2f} | {v['prompt_chars']:.0f} |" for m, v in s.items()]
         text = (f"{results['questions']} questions over {results['chunks']} chunks (layers: {results['layers']}), "
                 f"model {results['model']}, impasse test '{results['impasse']}': ComoRAG F1 {s['comorag']['f1']:.3f} vs "
                 f"naive RAG {s['naive']['f1']:.3f}; evidence recall {s['comorag']['evidence_recall']:.3f} vs "
-                f"{s['naive']['evidence_recall']:.3f}; cycles per question {results['cycle_histogram']}. With this few "
+                f"{s['naive']['evidence_recall']:.3f} (chunks seen verbatim: {s['comorag']['chunk_recall']:.3f} vs "
+                f"{s['naive']['chunk_recall']:.3f}); cycles per question {results['cycle_histogram']}. With this few "
                 "questions the comparison is anecdotal.")
         return Verdict(held=held, summary=text, table_md="\n".join(rows))

@@ -1,5 +1,5 @@
-"""ComoRAG's hierarchical knowledge source over a narrative (Wang et al., 2025, "ComoRAG: A
-Cognitive-Inspired Memory-Organized RAG for Stateful Long Narrative Reasoning"):
+"""ComoRAG's hierarchical knowledge source over a narrative ("ComoRAG: A
+Cognitive-Inspired Memory-Organized RAG for Stateful Long Narrative Reasoning", 2025):
 
 * veridical layer: the raw chunks, plus knowledge triples the model extracts from each chunk
   (each triple keeps its source chunk);

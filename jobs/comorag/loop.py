@@ -82,8 +82,8 @@ def dedupe(units: list[Unit]) -> list[Unit]:
 def naive_rag(backend, retriever: TriRetriever, question: str, cfg) -> dict[str, Any]:
     evidence = retriever.search_layer(question, "veridical", cfg.naive_k)
     answer, prompt = try_answer(backend, question, evidence, "", cfg)
-    return {"answer": answer, "sources": sorted({s for u in evidence for s in u.sources}), "cycles": 0,
-            "prompt_chars": len(prompt)}
+    return {"answer": answer, "sources": sorted({s for u in evidence for s in u.sources}),
+            "chunk_sources": _chunk_sources(evidence), "cycles": 0, "prompt_chars": len(prompt)}
 
 
 def comorag(backend, retriever: TriRetriever, emb, question: str, cfg) -> dict[str, Any]:
@@ -120,5 +120,10 @@ def comorag(backend, retriever: TriRetriever, emb, question: str, cfg) -> dict[s
         evidence = dedupe(retriever.search(question) + [u for ev in probe_evidence for u in ev[:2]])
         answer, prompt = try_answer(backend, question, evidence, fused, cfg)
     sources = {s for u in evidence + pool for s in u.sources}
-    return {"answer": answer, "sources": sorted(sources), "cycles": cycles, "probes": probes_asked,
-            "prompt_chars": len(prompt)}
+    return {"answer": answer, "sources": sorted(sources), "chunk_sources": _chunk_sources(evidence),
+            "cycles": cycles, "probes": probes_asked, "prompt_chars": len(prompt)}
+
+
+def _chunk_sources(units: list[Unit]) -> list[int]:
+    """Chunks the answer saw verbatim (veridical units), not only through a summary."""
+    return sorted({s for u in units if u.layer in ("veridical", "triple") for s in u.sources})

@@ -35,7 +35,7 @@ def _filter(backend, question: str, candidates: list[int], summaries: list[str],
 
 
 def evaluate(cfg: MemGASConfig, ctx: JobContext) -> dict[str, Any]:
-    from jobs.backends import GenParams, bm25_index, embedder, text_backend
+    from jobs.backends import bm25_index, embedder, text_backend
     from jobs.memgas import memory as m
     from jobs.memgas.data import default_path, load_locomo
 

@@ -3,8 +3,8 @@ scikit-learn): association of a new memory with the historical ones by a two-com
 mixture over their similarities, the entropy-based granularity router, and personalised PageRank
 over the multi-granularity memory graph.
 
-Implemented from the paper's description (Xu et al., 2025, "From Single to Multi-Granularity:
-Toward Long-Term Memory Association and Selection of Conversational Agents"). Choices the text
+Implemented from the paper's description ("From Single to Multi-Granularity:
+Toward Long-Term Memory Association and Selection of Conversational Agents", 2025). Choices the text
 leaves open are ours and switchable in the job's config: the router's softmax temperature, its
 weight form (softmax of negative entropies; ``inverse``: normalised 1/H), and the restart
 probability of the PageRank walk.

@@ -143,3 +143,23 @@ def test_vector_index_hnsw_agrees_with_exact_search(monkeypatch):
     assert np.all(approx_ids[:, 0] == np.arange(20))
     assert np.mean([len(set(a) & set(b)) / 5 for a, b in zip(exact_ids, approx_ids)]) > 0.9
     assert np.all(np.diff(approx_scores, axis=1) <= 1e-6)
+
+
+def test_disk_cache_is_shared_by_forked_workers(tmp_path):
+    import multiprocessing as mp
+
+    cache = DiskCache("llm", "forked", root=tmp_path)
+    cache.put_many({"parent": b"1"})
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_write_from_child, args=(cache, i)) for i in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert cache.get_many(["parent", "child0", "child1"]) == {"parent": b"1", "child0": b"0", "child1": b"1"}
+
+
+def _write_from_child(cache: DiskCache, i: int) -> None:
+    assert cache.get_many(["parent"]) == {"parent": b"1"}
+    cache.put_many({f"child{i}": str(i).encode()})
