@@ -43,6 +43,10 @@ class O2SearcherConfig:
     w_diversity: float = 0.5
     match_threshold: float = 0.75
     eval_batch: int = 16
+    micro_batch: int = 2
+    """Trajectories per forward/backward pass (gradients accumulate over the batch): bounds memory."""
+    gradient_checkpointing: bool = True
+    """Recompute activations in the backward pass: ~4x less memory for ~30% more compute."""
     threads: int = 1
 
 
