@@ -21,7 +21,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-
 from jobs.reasoning import PAPERS_DIR
 
 
