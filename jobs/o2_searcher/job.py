@@ -14,6 +14,8 @@ from jobs.base import Job, JobContext, Verdict, register
 
 @dataclass
 class O2SearcherConfig:
+    policy_model: str | None = None
+    """A Hugging Face causal LM (directory or hub name) to train; None: the local default model."""
     device: str = "auto"
     """auto (cuda when available, bf16 where supported), cpu, cuda, ..."""
     open_train: int | None = None

@@ -50,9 +50,20 @@ def evaluate(model: Any, tok: Any, env: Any, questions: list, embedder: Any, wei
     return out
 
 
+def load_policy(name: str | None) -> tuple[Any, Any]:
+    """The trainable policy: the local default model, or any Hugging Face causal LM (a local
+    directory or a hub name where the hub is reachable) for runs at a larger scale on a GPU."""
+    if not name:
+        from jobs.backends.text import local_model_and_tokenizer
+
+        return local_model_and_tokenizer()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(name), AutoTokenizer.from_pretrained(name)
+
+
 def run_variant(cell: dict[str, Any]) -> dict[str, Any]:
     from jobs.backends.embed import embedder as make_embedder
-    from jobs.backends.text import local_model_and_tokenizer
 
     started = time.perf_counter()
     torch.set_num_threads(cell.get("threads", 1))
@@ -69,7 +80,7 @@ def run_variant(cell: dict[str, Any]) -> dict[str, Any]:
     closed_train, closed_test = closed[:cell["closed_train"]], closed[cell["closed_train"]:]
     env = build_env(load_open("train"), load_open("test"), passages, cell["retrieval"], cell["top_k"], emb)
 
-    model, tok = local_model_and_tokenizer()
+    model, tok = load_policy(cell.get("policy_model"))
     model.to(device=device, dtype=dtype)
     if cell["gradient_checkpointing"]:   # activations of long trajectories are gigabytes otherwise
         model.gradient_checkpointing_enable()

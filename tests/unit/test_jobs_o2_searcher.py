@@ -49,3 +49,13 @@ def test_demonstrations_and_warm_start_on_the_local_model() -> None:
     assert len(losses) == 3 and losses[-1] < losses[0]
     (traj,) = rollout(model, tok, questions[:1], env, max_turns=2, max_new_tokens=8, temperature=0.0)
     assert len(traj.ids) == len(traj.mask) and sum(traj.mask) > 0
+
+
+def test_policy_loads_from_a_model_directory() -> None:
+    from jobs.backends.local import converted_dir
+    from jobs.backends.text import local_model_and_tokenizer
+    from jobs.o2_searcher.train import load_policy
+
+    local_model_and_tokenizer()                           # makes sure the converted directory exists
+    model, tok = load_policy(str(converted_dir()))
+    assert model.config.vocab_size >= len(tok) > 1000
