@@ -5,7 +5,7 @@ mastery. Each evaluated model is a text backend spec ("local", "openai:<url>#<mo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from jobs.base import Job, JobContext, Verdict, register
 
@@ -26,7 +26,7 @@ class CogMathConfig:
     templated_problems: int = 12
     dimensions: list[int] = field(default_factory=lambda: list(range(1, 10)))
     max_tokens: int = 256
-    judge_mode: str = "rule+llm"
+    judge_mode: Literal["rule+llm", "llm"] = "rule+llm"
     """rule+llm: rules where they decide (numeric answers, refusals), the LLM judge otherwise; llm: LLM only."""
     check_llm_judge: bool = True
     """Also measure the LLM judge's agreement with the hand labels (the rule judge's is always measured)."""

@@ -94,7 +94,11 @@ def rollout(model: Any, tokenizer: Any, questions: list[Question], env: SearchEn
 
 
 def sequence_logprobs(model: Any, trajs: list[Trajectory], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token log-probs [N, T-1] of each trajectory's tokens (right-padded) and the agent mask."""
+    """Per-token log-probs [N, T-1] of each trajectory's tokens (right-padded) and the agent mask.
+
+    The vocabulary projection runs only at the agent's positions (zeros elsewhere): full logits
+    of a batch of long trajectories are [N, T, 49k] floats, gigabytes on a CPU, while the agent
+    writes a small share of the tokens."""
     device = next(model.parameters()).device
     width = max(len(t.ids) for t in trajs)
     ids = torch.full((len(trajs), width), pad, dtype=torch.long)
@@ -105,6 +109,11 @@ def sequence_logprobs(model: Any, trajs: list[Trajectory], pad: int) -> tuple[to
         attention[i, :len(t.ids)] = 1
         mask[i, :len(t.mask)] = torch.tensor(t.mask, dtype=torch.float32)
     ids, attention, mask = ids.to(device), attention.to(device), mask.to(device)
-    logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
-    logp = torch.log_softmax(logits, dim=-1).gather(2, ids[:, 1:].unsqueeze(2)).squeeze(2)
-    return logp, mask[:, 1:]
+    hidden = model.base_model(input_ids=ids, attention_mask=attention).last_hidden_state[:, :-1]
+    target_mask = mask[:, 1:]
+    keep = target_mask.bool()
+    logits = model.get_output_embeddings()(hidden[keep]).float()          # [M, V], M = agent tokens
+    picked = torch.log_softmax(logits, dim=-1).gather(1, ids[:, 1:][keep].unsqueeze(1)).squeeze(1)
+    logp = torch.zeros(target_mask.shape, dtype=picked.dtype, device=device)
+    logp = logp.masked_scatter(keep, picked)
+    return logp, target_mask

@@ -14,6 +14,8 @@ from jobs.base import Job, JobContext, Verdict, register
 
 @dataclass
 class O2SearcherConfig:
+    policy_model: str | None = None
+    """A Hugging Face causal LM (directory or hub name) to train; None: the local default model."""
     device: str = "auto"
     """auto (cuda when available, bf16 where supported), cpu, cuda, ..."""
     open_train: int | None = None
@@ -43,6 +45,10 @@ class O2SearcherConfig:
     w_diversity: float = 0.5
     match_threshold: float = 0.75
     eval_batch: int = 16
+    micro_batch: int = 2
+    """Trajectories per forward/backward pass (gradients accumulate over the batch): bounds memory."""
+    gradient_checkpointing: bool = True
+    """Recompute activations in the backward pass: ~4x less memory for ~30% more compute."""
     threads: int = 1
 
 
@@ -65,9 +71,10 @@ class O2SearcherJob(Job):
         "tiny": {"device": "cpu", "open_train": 8, "open_test": 2, "closed_train": 8, "closed_test": 2,
                  "steps": 4, "warm_start_steps": 4, "prompts_per_step": 2, "group_size": 4, "max_new_tokens": 48, "lr": 1e-5,
                  "retrieval": "bm25"},
-        # bounded for a shared 2-core CPU (a GRPO step of 8 rollouts takes ~30 s there)
-        "full": {"open_test": 20, "closed_test": 20, "steps": 12, "prompts_per_step": 2, "group_size": 4,
-                 "max_new_tokens": 48, "warm_start_steps": 20, "lr": 1e-5, "eval_batch": 10},
+        # bounded for a shared 2-core CPU (a GRPO step of 8 rollouts takes ~30 s or more there)
+        "full": {"open_test": 10, "closed_test": 10, "steps": 6, "prompts_per_step": 2, "group_size": 4,
+                 "max_new_tokens": 32, "warm_start_steps": 10, "warm_start_batch": 4, "lr": 1e-5,
+                 "eval_batch": 10},
     }
 
     def run(self, cfg: O2SearcherConfig, ctx: JobContext) -> dict:

@@ -50,9 +50,20 @@ def evaluate(model: Any, tok: Any, env: Any, questions: list, embedder: Any, wei
     return out
 
 
+def load_policy(name: str | None) -> tuple[Any, Any]:
+    """The trainable policy: the local default model, or any Hugging Face causal LM (a local
+    directory or a hub name where the hub is reachable) for runs at a larger scale on a GPU."""
+    if not name:
+        from jobs.backends.text import local_model_and_tokenizer
+
+        return local_model_and_tokenizer()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(name), AutoTokenizer.from_pretrained(name)
+
+
 def run_variant(cell: dict[str, Any]) -> dict[str, Any]:
     from jobs.backends.embed import embedder as make_embedder
-    from jobs.backends.text import local_model_and_tokenizer
 
     started = time.perf_counter()
     torch.set_num_threads(cell.get("threads", 1))
@@ -69,15 +80,19 @@ def run_variant(cell: dict[str, Any]) -> dict[str, Any]:
     closed_train, closed_test = closed[:cell["closed_train"]], closed[cell["closed_train"]:]
     env = build_env(load_open("train"), load_open("test"), passages, cell["retrieval"], cell["top_k"], emb)
 
-    model, tok = local_model_and_tokenizer()
+    model, tok = load_policy(cell.get("policy_model"))
     model.to(device=device, dtype=dtype)
+    if cell["gradient_checkpointing"]:   # activations of long trajectories are gigabytes otherwise
+        model.gradient_checkpointing_enable()
     result: dict[str, Any] = {"variant": cell["variant"], "curve": {}}
     # every variant, the untrained baseline too, starts from the same warm start on demonstrations
     pool = closed_train if cell["variant"] == "closed" else closed_train + open_train
     result["warm_start_loss"] = warm_start(model, tok, closed_train + open_train, env, steps=cell["warm_start_steps"],
-                                           batch=cell["warm_start_batch"], lr=cell["warm_start_lr"], seed=seed)
+                                           batch=cell["warm_start_batch"], lr=cell["warm_start_lr"], seed=seed,
+                                           micro_batch=cell["micro_batch"])
     if cell["variant"] != "untrained":
         ref = copy.deepcopy(model).eval()
+        ref.gradient_checkpointing_disable()
         grpo = GRPOConfig(group_size=cell["group_size"], clip_eps=cell["clip_eps"], kl_beta=cell["kl_beta"])
         opt = torch.optim.AdamW(model.parameters(), lr=cell["lr"], weight_decay=0.0)
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -90,17 +105,23 @@ def run_variant(cell: dict[str, Any]) -> dict[str, Any]:
             reward = torch.tensor([s["reward"] for s in scores])
             adv = group_advantages(reward, grpo.group_size).to(device)
             model.train()
-            with torch.no_grad():
-                ref_logp, _ = sequence_logprobs(ref, trajs, pad)
-            logp, mask = sequence_logprobs(model, trajs, pad)
-            loss, info = grpo_loss(logp, logp.detach(), ref_logp, adv, mask, grpo)
             opt.zero_grad()
-            loss.backward()
+            kls = []
+            # micro-batches with gradient accumulation: the sequence-mean loss of the whole batch is
+            # the size-weighted mean of the micro-batches' losses, so the update is the same
+            for lo in range(0, len(trajs), cell["micro_batch"]):
+                part = trajs[lo:lo + cell["micro_batch"]]
+                with torch.no_grad():
+                    ref_logp, _ = sequence_logprobs(ref, part, pad)
+                logp, mask = sequence_logprobs(model, part, pad)
+                loss, info = grpo_loss(logp, logp.detach(), ref_logp, adv[lo:lo + len(part)], mask, grpo)
+                (loss * len(part) / len(trajs)).backward()
+                kls.append(info["kl"])
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             for key in ("reward", "format", "searched"):
                 result["curve"].setdefault(key, []).append(float(np.mean([s[key] for s in scores])))
-            result["curve"].setdefault("kl", []).append(info["kl"])
+            result["curve"].setdefault("kl", []).append(float(np.mean(kls)))
         del ref
     model.eval()
     result["eval"] = evaluate(model, tok, env, open_test + closed_test, emb, weights, cell)

@@ -46,7 +46,7 @@ def demonstration(tokenizer: Any, q: Question, env: SearchEnv) -> Trajectory:
 
 
 def warm_start(model: Any, tokenizer: Any, questions: list[Question], env: SearchEnv, *, steps: int, batch: int,
-               lr: float, seed: int) -> list[float]:
+               lr: float, seed: int, micro_batch: int = 2) -> list[float]:
     """Supervised steps on demonstrations; returns the loss per step."""
     if steps <= 0:
         return []
@@ -57,12 +57,16 @@ def warm_start(model: Any, tokenizer: Any, questions: list[Question], env: Searc
     model.train()
     for _ in range(steps):
         demos = [demonstration(tokenizer, q, env) for q in rng.sample(questions, min(batch, len(questions)))]
-        logp, mask = sequence_logprobs(model, demos, pad)
-        loss = -(logp * mask).sum() / mask.sum().clamp(min=1.0)
+        tokens = max(1, sum(sum(d.mask) for d in demos))
         opt.zero_grad()
-        loss.backward()
+        total = 0.0
+        for lo in range(0, len(demos), micro_batch):   # token-mean NLL of the batch, accumulated
+            logp, mask = sequence_logprobs(model, demos[lo:lo + micro_batch], pad)
+            loss = -(logp * mask).sum() / tokens
+            loss.backward()
+            total += loss.item()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        losses.append(loss.item())
+        losses.append(total)
     model.eval()
     return losses

@@ -31,7 +31,7 @@ def test_bm25_environment_finds_the_fictional_passage() -> None:
 @needs_papers
 def test_demonstrations_and_warm_start_on_the_local_model() -> None:
     from jobs.backends.text import local_model_and_tokenizer
-    from jobs.o2_searcher.agent import rollout
+    from jobs.o2_searcher.agent import prompt_ids, rollout
     from jobs.o2_searcher.environment import SearchEnv, load_closed
     from jobs.o2_searcher.warmstart import demonstration, warm_start
 
@@ -40,9 +40,22 @@ def test_demonstrations_and_warm_start_on_the_local_model() -> None:
     model, tok = local_model_and_tokenizer()
     demo = demonstration(tok, questions[0], env)
     assert demo.agent_text.startswith("<search>") and "<information>" not in demo.agent_text
-    info = [m for i, m in enumerate(demo.mask) if "<information>" in tok.decode(demo.ids[:i + 1])[-400:]]
-    assert demo.mask[-1] == 1 and 0 in info                   # retrieved text is context, not trained
-    losses = warm_start(model, tok, questions, env, steps=4, batch=2, lr=5e-5, seed=0)
-    assert len(losses) == 4 and losses[-1] < losses[0]
-    (traj,) = rollout(model, tok, questions[:1], env, max_turns=2, max_new_tokens=12, temperature=0.0)
+    prompt = len(prompt_ids(tok, questions[0]))
+    first_agent = demo.mask.index(1)
+    assert first_agent == prompt and demo.mask[-1] == 1
+    info = [i for i in range(first_agent, len(demo.ids)) if demo.mask[i] == 0]   # retrieved text: context only
+    assert "<information>" in tok.decode([demo.ids[i] for i in info]) and len(info) > 20
+    losses = warm_start(model, tok, questions[:1], env, steps=3, batch=1, lr=5e-5, seed=0)
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    (traj,) = rollout(model, tok, questions[:1], env, max_turns=2, max_new_tokens=8, temperature=0.0)
     assert len(traj.ids) == len(traj.mask) and sum(traj.mask) > 0
+
+
+def test_policy_loads_from_a_model_directory() -> None:
+    from jobs.backends.local import converted_dir
+    from jobs.backends.text import local_model_and_tokenizer
+    from jobs.o2_searcher.train import load_policy
+
+    local_model_and_tokenizer()                           # makes sure the converted directory exists
+    model, tok = load_policy(str(converted_dir()))
+    assert model.config.vocab_size >= len(tok) > 1000
