@@ -91,7 +91,7 @@ def test_probe_logprob_is_the_mean_target_log_probability() -> None:
     probe = Probe(0, "mem", input_ids=[5, 6, 7], target_ids=[8, 9])
     got = probe_logprobs(model, [probe, Probe(0, "gen", [1], [2])])
     logp = torch.log_softmax(model(torch.tensor([[5, 6, 7, 8]])), -1)[0]
-    assert got[0] == pytest.approx(float((logp[2, 8] + logp[3, 9]) / 2), abs=1e-5)
+    assert got[0] == pytest.approx(((logp[2, 8] + logp[3, 9]) / 2).item(), abs=1e-5)
     items = load_fictional()
     probes = build_probes(items, [0], tok := WordByteTokenizer.fit(["a b"], 258), probe_context=8)
     assert len(probes) == 15 and {p.kind for p in probes} == set(PROBE_KINDS)
