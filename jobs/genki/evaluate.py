@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from jobs.genki.ensemble import clean_answer, consistency_pick
+from jobs.genki.ensemble import clean_answer, consistency_pick, majority_share
 from jobs.genki.integration import TEMPLATES, Example, chat, generate, instruction, token_nll
 
 
@@ -33,6 +33,7 @@ def evaluate(model: Any, tok: Any, questions: list[str], answers: list[str], con
     for i, (a, (s, n)) in enumerate(zip(answers, nll)):
         pick = consistency_pick(candidates[i])[0] if ensemble else greedy[i]
         rows.append({"logprob_per_token": -s / max(1, n), "answer": pick, "greedy": greedy[i], "candidates": candidates[i],
+                     "majority_share": majority_share(candidates[i]),
                      "em": exact_match(pick, [a]), "f1": token_f1(pick, a),
                      "greedy_em": exact_match(greedy[i], [a]), "greedy_f1": token_f1(greedy[i], a)})
     return rows

@@ -104,18 +104,18 @@ class GenKIJob(Job):
                                      temperature=cfg.temperature, seed=ctx.seed, ctx=ctx)
         retrieval["infonce"] = recalls("after InfoNCE")
         pv = encode(encoder, passages)
-        top = {id(p): [int(i) for i in row] for p, row in
+        top = {p: [int(i) for i in row] for p, row in
                zip(train + held, rank(encode(encoder, [p.question for p in train + held]), pv, cfg.k))}
 
         model, tok = local_model_and_tokenizer()
         model = add_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, tuple(cfg.lora_targets))
         lm_examples = [Example("", t) for t in passages + extra]
-        instructions = [Example(chat(tok, instruction(p.question, [passages[i] for i in top[id(p)]])), " " + p.answer)
+        instructions = [Example(chat(tok, instruction(p.question, [passages[i] for i in top[p]])), " " + p.answer)
                         for p in train]
         eval_args = {"answer_tokens": cfg.answer_tokens, "max_tokens": cfg.max_tokens, "samples": cfg.ensemble_samples,
                      "temperature": cfg.sample_temperature, "seed": ctx.seed}
         qs, answers = [p.question for p in held], [p.answer for p in held]
-        retrieved = [[passages[i] for i in top[id(p)]] for p in held]
+        retrieved = [[passages[i] for i in top[p]] for p in held]
         rows: dict[str, list[dict]] = {}
         with base_model(model):
             passage_loss_before = mean_loss(model, tok, lm_examples, cfg.max_tokens)
@@ -131,7 +131,7 @@ class GenKIJob(Job):
         # how often each passage was put in front of the generator during integration
         counts = [0] * len(passages)
         for p, n in zip(train, drawn[len(lm_examples):]):
-            for i in top[id(p)]:
+            for i in top[p]:
                 counts[i] += n
         x = [float(counts[p.gold]) for p in held]
         recall_prob = [math.exp(r["logprob_per_token"]) for r in rows["genki_closed_book"]]
@@ -147,7 +147,7 @@ class GenKIJob(Job):
                 "held_out_probes": len(held), "retrieval": retrieval, "infonce_loss": infonce,
                 "lora_loss": lora_losses, "passage_loss": {"before": passage_loss_before, "after": passage_loss_after},
                 "summary": summary, "relation": relation,
-                "rows": [{"question": p.question, "answer": p.answer, "gold": p.gold, "retrieved": top[id(p)],
+                "rows": [{"question": p.question, "answer": p.answer, "gold": p.gold, "retrieved": top[p],
                           **{c: rows[c][i] for c in CONDITIONS}} for i, p in enumerate(held)]}
 
     def plots(self, cfg: GenKIConfig, results: dict, ctx: JobContext) -> list[Path]:
