@@ -46,6 +46,7 @@ import logging
 import signal
 import threading
 import time
+import warnings
 from collections import defaultdict
 from typing import Any
 
@@ -177,10 +178,15 @@ class StreamProcessor(MicroBatchWriter):
         for p in gone:
             self.applied.pop(p, None)
             self.refetched.pop(p, None)
-            try:
-                self.metrics.lag.remove(str(p))
-            except KeyError:
-                pass
+            # Feast's import turns on prometheus_client's multi-process mode, where a label set cannot
+            # be removed (it warns and keeps it): zero it first so no stale lag is left behind.
+            self.metrics.lag.labels(str(p)).set(0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                try:
+                    self.metrics.lag.remove(str(p))
+                except KeyError:
+                    pass
         self.metrics.assigned.set(len(self.assignment))
 
     def _on_assigned(self, assigned) -> None:

@@ -36,6 +36,9 @@ class _CancelledRefreshIsNotAnError(logging.Filter):
 
 
 logging.getLogger("kafka.cluster").addFilter(_CancelledRefreshIsNotAnError())
+# kafka-python's notice that one of its own event-loop tasks ran over 100 ms (a busy 2-core host
+# during a replay): about its scheduling, not about any record, and it floods a replay's output.
+logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import warnings
 warnings.filterwarnings("ignore", message=r"[\s\S]*Failed to import")  # a UserWarning or a DeprecationWarning
 warnings.filterwarnings("ignore", message=r"[\s\S]*DEPRECATED", category=DeprecationWarning)
 warnings.filterwarnings("ignore", message=r"[\s\S]*legacy TorchScript-based ONNX export")
+warnings.filterwarnings("ignore", message="The feature will be removed. Please remove usage of this function")
 # TorchRec's own deprecation notices about the planner and DDP arguments it passes itself.
 warnings.filterwarnings("ignore", message="HeuristicalStorageReservation is known", category=FutureWarning)
 warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated", category=FutureWarning)
