@@ -71,9 +71,17 @@ def cmd_status(args: argparse.Namespace, s) -> None:
 
 
 def cmd_reset(args: argparse.Namespace, s) -> None:
+    from features.feast_repo import stream_offline_dirs
     from streaming.state import state_path
 
     group = args.group or s.stream.consumer_group
+    # The group's offline parquet parts were recorded in the state being deleted: without it the
+    # processor would remove them as parts of uncommitted batches, so they go with the state.
+    parts = [p for folder in stream_offline_dirs(s) if folder.exists() for p in folder.iterdir()
+             if p.name.lstrip(".").startswith(f"{group}-")]
+    for p in parts:
+        p.unlink(missing_ok=True)
+    note = "the online store keeps its values until the processor pushes new ones"
     if s.stream.state_store == "redis":
         from streaming.state import open_state
 
@@ -82,16 +90,15 @@ def cmd_reset(args: argparse.Namespace, s) -> None:
             removed = store.clear()
         finally:
             store.close()
-        _print({"group": group, "removed": f"{removed} keys under {store.path}",
-                "note": "the online store keeps its values until the processor pushes new ones"})
+        _print({"group": group, "removed": f"{removed} keys under {store.path}", "offline_parts": len(parts),
+                "note": note})
         return
     path = state_path(s, group)
     removed = [str(p) for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm"))
                if p.exists()]
     for p in removed:
         Path(p).unlink()
-    _print({"group": group, "removed": removed,
-            "note": "the online store keeps its values until the processor pushes new ones"})
+    _print({"group": group, "removed": removed, "offline_parts": len(parts), "note": note})
 
 
 def cmd_schemas(args: argparse.Namespace, s) -> None:
@@ -141,7 +148,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     st.add_argument("--group")
     st.set_defaults(func=cmd_status)
 
-    rs = sub.add_parser("reset", help="delete the processor's state store (after a local broker restart)")
+    rs = sub.add_parser("reset", help="delete the processor's state store and its offline parts "
+                                      "(after a local broker restart)")
     rs.add_argument("--group")
     rs.set_defaults(func=cmd_reset)
 
