@@ -68,9 +68,10 @@ class O2SearcherJob(Job):
              "(higher findings F1) than the untrained agent and than training with the closed-question reward alone.")
     Config = O2SearcherConfig
     presets = {
-        "tiny": {"device": "cpu", "open_train": 8, "open_test": 2, "closed_train": 8, "closed_test": 2,
-                 "steps": 4, "warm_start_steps": 4, "prompts_per_step": 2, "group_size": 4, "max_new_tokens": 48, "lr": 1e-5,
-                 "retrieval": "bm25"},
+        # CI-sized (~1-1.5 min on 2 cores): the whole pipeline on the real local model, one GRPO step
+        "tiny": {"device": "cpu", "open_train": 2, "open_test": 1, "closed_train": 2, "closed_test": 1,
+                 "steps": 1, "warm_start_steps": 2, "prompts_per_step": 1, "group_size": 2, "max_new_tokens": 16,
+                 "lr": 1e-5, "retrieval": "bm25"},
         # bounded for a shared 2-core CPU (a GRPO step of 8 rollouts takes ~30 s or more there)
         "full": {"open_test": 10, "closed_test": 10, "steps": 6, "prompts_per_step": 2, "group_size": 4,
                  "max_new_tokens": 32, "warm_start_steps": 10, "warm_start_batch": 4, "lr": 1e-5,
