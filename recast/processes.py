@@ -41,6 +41,24 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def live_group_members(pgid: int) -> list[int]:
+    """Pids of the running (not zombie) processes in process group ``pgid``.
+
+    A killed group's members linger as zombies until their parent (often PID 1) reaps them;
+    they are dead, so "is anything of that group still running" must not count them."""
+    live = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            live.append(int(entry.name))
+    return live
+
+
 def terminate_group(pid: int, timeout: float, poll_s: float = 0.05) -> None:
     """SIGTERM to the process group of ``pid``; SIGKILL to it if ``pid`` outlives ``timeout``."""
     try:

@@ -33,7 +33,7 @@ from features.encoding import encode_padded
 from features.spec import FeatureSpec
 from recast import stack, workflow
 from recast.settings import GatewaySettings, KafkaSettings, Settings, TritonSettings, TrainSettings
-from recast.processes import pid_alive
+from recast.processes import live_group_members, pid_alive
 from recast.supervisor import Supervisor
 from training.export import inference_model_from_checkpoint
 
@@ -227,21 +227,6 @@ DLF = {"user_id": "196", "item_ids": ["242", "302", "377"], "model": "dlf"}
 SCHEMATHESIS_CONFIG = Path(__file__).with_name("schemathesis.toml")
 
 
-def _live_group_members(pgid: int) -> list[int]:
-    """Pids of processes in group ``pgid`` that are not zombies."""
-    live = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            live.append(int(entry.name))
-    return live
-
-
 def _wait(predicate, timeout: float, poll: float = 0.2):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -393,7 +378,7 @@ def test_supervisor_restarts_tritonserver_killed_under_load(spine):
         # Its backend stubs, left in its process group, were killed too. Killed stubs are
         # reparented to PID 1, which may reap them late (or never, in a container whose init
         # does not reap): a zombie is dead, so only running members of the group count.
-        assert _wait(lambda: not _live_group_members(old_pid), timeout=10), _live_group_members(old_pid)
+        assert _wait(lambda: not live_group_members(old_pid), timeout=10), live_group_members(old_pid)
         failed = sum(1 for t, code in results if killed < t < recovered_at and code != 503)
         assert failed == 0, "during the outage every failure must be a 503"
         print(f"\ntritonserver killed: scoring back after {recovered_at - killed:.1f}s, supervisor state {state}")
