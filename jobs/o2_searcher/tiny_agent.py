@@ -5,8 +5,10 @@ environment retrieves each query's top k documents, which become visible for the
 ``<answer>..</answer>``, at most ``max_turns`` turns of at most ``max_new_tokens`` actions each (a
 turn cut off there ends the trajectory, as an unfinished generation does); the agent's text is
 scored by the same rewards. The legal-action masks only keep the text parseable (a copy action
-means a query word, a span's first word or a span's last word, by where it stands); nothing in
-them steers the agent to search, to what it searches for or to which span it answers with.
+means a query word, a span's first word or a span's last word, by where it stands; a word is
+not copied twice into one turn's queries, as ``no_repeat_ngram_size=1`` would keep a language
+model from it); nothing in them steers the agent to search, to what it searches for or to which
+span it answers with.
 
 Every copy candidate is described by lexical features only (``FEATURES``), computed from the
 question, the retrieved documents and the corpus' document frequencies.
@@ -162,6 +164,11 @@ def options(t: TinyTrajectory) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([ctx.static, dyn], axis=1), legal
 
 
+_OPENS = {tp.SEARCH: ("<search>", "query_first"), tp.SEPARATOR: ("; ", "query_first"), tp.ANSWER: ("<answer>", "answer"),
+          tp.BULLET: ("\n- ", "item")}
+"""The protocol tokens that open something: their text and the state they lead to."""
+
+
 def apply(t: TinyTrajectory, action: int, features: np.ndarray, env: SearchEnv, max_turns: int, max_actions: int) -> None:
     """Writes the action's text and moves the trajectory to its next state (and the environment
     answers a finished search)."""
@@ -180,18 +187,9 @@ def apply(t: TinyTrajectory, action: int, features: np.ndarray, env: SearchEnv, 
             span = " ".join(t.ctx.words[t.span_start:j + 1])
             t.agent_text += (span if t.bulleted or not t.items else " " + span)
             t.items, kind, t.state = t.items + 1, tp.SPAN_END, "answer"
-    elif action == tp.SEARCH:
-        t.agent_text += "<search>"
-        t.state = "query_first"
-    elif action == tp.SEPARATOR:
-        t.agent_text += "; "
-        t.state = "query_first"
-    elif action == tp.ANSWER:
-        t.agent_text += "<answer>"
-        t.state = "answer"
-    elif action == tp.BULLET:
-        t.agent_text += "\n- "
-        t.state = "item"
+    elif action in _OPENS:
+        t.agent_text += _OPENS[action][0]
+        t.state = _OPENS[action][1]
     elif action == tp.END_ANSWER:
         t.agent_text += "\n</answer>" if "\n- " in t.agent_text[t.turn_start:] else "</answer>"
         t.done = True

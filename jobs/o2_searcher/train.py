@@ -1,6 +1,10 @@
 """One O²-Searcher variant (a sweep cell): evaluate the warm-started local agent without RL, or train it with
 GRPO on closed-ended questions with exact match only (``closed``) or on open- and closed-ended
-questions with the unified rewards (``unified``), then evaluate it on the held-out questions."""
+questions with the unified rewards (``unified``), then evaluate it on the held-out questions.
+
+The agent is a causal language model (``LanguageModelAgent``) or the small copy policy of the
+tiny preset (tiny_agent.py); both go through the same warm start, GRPO step, rewards and
+evaluation here."""
 
 from __future__ import annotations
 
@@ -71,12 +75,12 @@ class LanguageModelAgent:
         self.module, self.tok = load_policy(cell.get("policy_model"))
         self.module.to(device=device, dtype=dtype)
         if cell["gradient_checkpointing"]:   # activations of long trajectories are gigabytes otherwise
-            self.module.gradient_checkpointing_enable()
+            # newer transformers name it activation_checkpointing_* and deprecate the old name
+            getattr(self.module, "activation_checkpointing_enable", self.module.gradient_checkpointing_enable)()
         self.pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
 
     def reference(self) -> Any:
         ref = copy.deepcopy(self.module).eval()
-        # newer transformers name it activation_checkpointing_disable and deprecate the old name
         getattr(ref, "activation_checkpointing_disable", ref.gradient_checkpointing_disable)()
         return ref
 
