@@ -120,4 +120,9 @@ class O2SearcherJob(Job):
                             "interval above both others' means).",
                       None: "The unified rewards were ahead on open-ended F1, but within the noise.",
                       False: "The unified rewards did not give better open-ended answers at this scale."}[held])
+        searched = s["unified"]["open_searched"]["mean"]
+        if searched < 0.5:   # a shortcut: the format reward is earned without searching
+            held = None if held else held
+            summary += (f" But the unified agent searched on only {searched:.0%} of the open questions: its findings "
+                        "did not come from a search (the format reward pays for any list of findings).")
         return Verdict(held, summary, markdown_table(s))
