@@ -124,12 +124,16 @@ class TinyTrajectory:
     """Words copied into this turn's queries: not copied twice (as no_repeat_ngram_size=1 would)."""
     bulleted: bool = False
     items: int = 0
-    prev_kind: int = tp.CLOSED_QUESTION
-    prev_features: np.ndarray | None = None
+    prev_kind: int = -1
+    prev_features: np.ndarray = field(default_factory=lambda: np.zeros(len(FEATURES), dtype=np.float32))
     steps: list[tuple] = field(default_factory=list)
     """(previous kind, previous features, candidates [P, F], legal [6 + P], action) per action."""
     unusable: bool = False
     """A demonstration whose answer was not among the retrieved words."""
+
+    def __post_init__(self) -> None:
+        if self.prev_kind < 0:   # the first action follows the question, open or closed
+            self.prev_kind = tp.OPEN_QUESTION if self.question.open_ended else tp.CLOSED_QUESTION
 
 
 def options(t: TinyTrajectory) -> tuple[np.ndarray, np.ndarray]:
@@ -269,18 +273,21 @@ class TinyAgent:
         self.idf = corpus_idf(env.corpus)
         self.module = tp.TinySearchPolicy(len(FEATURES)).to(device)
 
-    def reference(self) -> torch.nn.Module:
+    def reference(self) -> tp.TinySearchPolicy:
         return copy.deepcopy(self.module).eval()
 
     @torch.no_grad()
-    def rollout(self, module: torch.nn.Module | None, questions: list[Question], temperature: float,
+    def rollout(self, module: tp.TinySearchPolicy | None, questions: list[Question], temperature: float,
                 teacher: Any = None) -> list[TinyTrajectory]:
-        trajs = [TinyTrajectory(q, Context(q, self.idf), prev_kind=tp.OPEN_QUESTION if q.open_ended else tp.CLOSED_QUESTION,
-                                prev_features=np.zeros(len(FEATURES), dtype=np.float32)) for q in questions]
-        h = module.initial_state(len(trajs), self.device) if module is not None else None
+        """Trajectories of ``module`` (sampled at ``temperature``, greedy at 0), or of ``teacher(trajectory,
+        legal) -> action`` when given (demonstrations)."""
+        if module is None and teacher is None:
+            raise ValueError("rollout needs a policy module or a teacher")
+        trajs = [TinyTrajectory(q, Context(q, self.idf)) for q in questions]
+        h = module.initial_state(len(trajs), self.device) if module is not None else torch.zeros(0)
         while live := [i for i, t in enumerate(trajs) if not t.done]:
             opts = [options(trajs[i]) for i in live]
-            if teacher is not None:
+            if teacher is not None or module is None:
                 actions = [teacher(trajs[i], legal) for i, (_, legal) in zip(live, opts)]
             else:
                 rows = torch.tensor(live, device=self.device)
@@ -300,7 +307,7 @@ class TinyAgent:
                 apply(t, a, cands_i, self.env, self.cell["max_turns"], self.cell["max_new_tokens"])
         return trajs
 
-    def logprobs(self, module: torch.nn.Module, trajs: list[TinyTrajectory]) -> tuple[torch.Tensor, torch.Tensor]:
+    def logprobs(self, module: tp.TinySearchPolicy, trajs: list[TinyTrajectory]) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probs [N, T] of each trajectory's actions and the mask of real steps."""
         steps = max(len(t.steps) for t in trajs)
         width = max(len(s[2]) for t in trajs for s in t.steps)
