@@ -91,11 +91,15 @@ class SearchEnv:
                         r[int(i)] = r.get(int(i), 0.0) + 1.0 / (60 + rank)
         return [sorted(r, key=lambda i: -r[i])[:self.k] for r in ranked]
 
-    def information(self, queries: list[str]) -> str:
+    def retrieve(self, queries: list[str]) -> list[int]:
+        """The documents one search call returns: each query's top k, in order, without repeats."""
         seen: list[int] = []
         for hits in self.search(queries):
             seen += [i for i in hits if i not in seen]
-        docs = "\n".join(f"[{n + 1}] {self.corpus[i]}" for n, i in enumerate(seen))
+        return seen
+
+    def information(self, queries: list[str]) -> str:
+        docs = "\n".join(f"[{n + 1}] {self.corpus[i]}" for n, i in enumerate(self.retrieve(queries)))
         return f"<information>\n{docs}\n</information>"
 
 
