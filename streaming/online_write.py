@@ -42,9 +42,10 @@ from typing import Any, Sequence
 from streaming.redis_wire import Pending, bulk, check
 
 _REDIS_CHUNK = 2000
-"""HSETs per pipeline round trip when the writer cannot use one script call (Redis Cluster)."""
+"""HSETs per redis-py pipeline round trip on a Redis Cluster (its keys live on several nodes)."""
 _SMALL_INTS = range(-1, 4096)
 """Counts repeat: their serialized values are computed once."""
+
 
 def _varint_slow(n: int) -> bytes:
     n &= 0xFFFFFFFFFFFFFFFF
@@ -220,7 +221,7 @@ class OnlineWriter:
             self.ts_field = f"_ts:{name}".encode()
             self.field_keys = [_mmh3(f"{name}:{f}") for f in self.encoders]
             self.client = self.online._get_client(self.config.online_store)
-            self.one_call = getattr(self.config.online_store, "redis_type", "redis") == "redis"  # not a cluster
+            self.single_node = getattr(self.config.online_store, "redis_type", "redis") == "redis"  # not a cluster
         elif (self.kind == "sqlite" and not self._sqlite_extras()
               and all(text is not None for _, text in self.encoders.values())):
             from feast.infra.online_stores.sqlite import _table_id
@@ -301,7 +302,7 @@ class OnlineWriter:
         # column by column: one encoder call per value, no per-row tuples
         columns = [[self.encode_timestamp(ms) for ms in stamps]]
         columns += [[enc(r[name]) for r in rows] for name, (enc, _) in self.encoders.items()]
-        if not self.one_call:
+        if not self.single_node:
             pipe = self.client.pipeline(transaction=False)
             for key, values in zip(keys, zip(*columns)):
                 pipe.execute_command("HSET", key, *[x for pair in zip(fields, values) for x in pair])

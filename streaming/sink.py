@@ -10,7 +10,7 @@ views fed by the push source (three registry listings, ~50 ms per push on this
 machine), then converts the DataFrame to protobuf values through Arrow and
 writes row by row. The sink resolves the views once, exactly as ``push`` does,
 and writes each batch with one :class:`~streaming.online_write.OnlineWriter`
-call per view (one ``executemany`` for SQLite, one script call for Redis);
+call per view (one ``executemany`` for SQLite, one pipelined write of every entity's ``HSET`` for Redis);
 ``resolve_once=False`` keeps the plain ``FeatureStore.push``. The same rows are written as one parquet
 part per view into the folders the push sources' batch sources read, so
 ``get_historical_features`` sees them for training (point-in-time values as of

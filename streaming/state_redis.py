@@ -49,6 +49,9 @@ return 1
 """
 """The buffered writes, each as its argument count and its arguments, applied only while the lock
 holds this instance's token (checked and applied atomically: a script is never interleaved)."""
+LAYOUT = "2"
+"""The key layout's version (``<prefix>layout``): 2 = partials in one hash per (kind, partition).
+An older state (one hash per entity) is refused, never misread."""
 _FIELDS_PER_COMMAND = 1000
 """Field/value pairs per HSET/HMGET: a script's ``unpack`` is limited to some 8,000 values."""
 
@@ -97,11 +100,30 @@ class RedisStateStore:
             time.sleep(0.01)
         self._token, self._writes = token, []
         try:
+            self._check_layout()
             yield self
+            if self._writes:
+                self._write("SET", self.prefix + "layout", LAYOUT)
             self._commit(token)
         finally:
             self._token, self._writes = None, []
             self.client.eval(_RELEASE, 1, self.lock_key, token)
+
+    _layout_checked = False
+
+    def _check_layout(self) -> None:
+        """A group state written by an older key layout: stop with what to do (once per process)."""
+        if self._layout_checked:
+            return
+        found = self.client.get(self.prefix + "layout")
+        lock = self.lock_key.encode()
+        if found is None and any(k != lock for k in self.client.scan_iter(match=self.prefix + "*", count=1000)):
+            raise RuntimeError(f"the stream state at {self.path} has an older key layout (no layout marker); "
+                               "run `recast stream reset` and replay the events topic to rebuild it")
+        if found is not None and found.decode() != LAYOUT:
+            raise RuntimeError(f"the stream state at {self.path} has key layout {found.decode()}, this processor "
+                               f"reads layout {LAYOUT}; run the matching version or `recast stream reset` and replay")
+        self._layout_checked = True
 
     def _commit(self, token: str) -> None:
         if not self._writes:
