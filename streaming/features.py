@@ -36,10 +36,11 @@ names. Models trained on static features only ignore them.
 
 from __future__ import annotations
 
-import json
 from bisect import bisect_right, insort
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
+
+import orjson
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -135,11 +136,11 @@ class UserPartial:
             self.last = _top_n([*last, pair], last_n)
 
     def dumps(self) -> str:
-        return json.dumps([self.ref, self.clicks, self.events, self.purchases, self.last], separators=(",", ":"))
+        return orjson.dumps([self.ref, self.clicks, self.events, self.purchases, self.last]).decode()
 
     @classmethod
-    def loads(cls, text: str) -> "UserPartial":
-        ref, clicks, events, purchases, last = json.loads(text)
+    def loads(cls, text: str | bytes) -> "UserPartial":
+        ref, clicks, events, purchases, last = orjson.loads(text)
         return cls(ref, clicks, events, purchases, [(int(t), str(i)) for t, i in last])
 
 
@@ -164,11 +165,11 @@ class ItemPartial:
                 _add(self.clicks, ts)
 
     def dumps(self) -> str:
-        return json.dumps([self.ref, self.clicks, self.events, self.clicks_total], separators=(",", ":"))
+        return orjson.dumps([self.ref, self.clicks, self.events, self.clicks_total]).decode()
 
     @classmethod
-    def loads(cls, text: str) -> "ItemPartial":
-        ref, clicks, events, total = json.loads(text)
+    def loads(cls, text: str | bytes) -> "ItemPartial":
+        ref, clicks, events, total = orjson.loads(text)
         return cls(ref, clicks, events, total)
 
 

@@ -10,7 +10,7 @@ views fed by the push source (three registry listings, ~50 ms per push on this
 machine), then converts the DataFrame to protobuf values through Arrow and
 writes row by row. The sink resolves the views once, exactly as ``push`` does,
 and writes each batch with one :class:`~streaming.online_write.OnlineWriter`
-call per view (one ``executemany`` for SQLite, one script call for Redis);
+call per view (one ``executemany`` for SQLite, one pipelined write of every entity's ``HSET`` for Redis);
 ``resolve_once=False`` keeps the plain ``FeatureStore.push``. The same rows are written as one parquet
 part per view into the folders the push sources' batch sources read, so
 ``get_historical_features`` sees them for training (point-in-time values as of
@@ -30,6 +30,7 @@ from features.feast_repo import (
     ITEM_STREAM_FEATURES,
     ITEM_STREAM_PUSH,
     ITEM_STREAM_VIEW,
+    STREAM_FEATURE_TYPES,
     USER_KEY,
     USER_STREAM_FEATURES,
     USER_STREAM_PUSH,
@@ -42,14 +43,38 @@ from recast.settings import Settings
 from streaming.online_write import OnlineWriter
 
 
-def _frame(key: str, rows: list[dict[str, Any]], features: tuple[str, ...], ts_field: str):
-    import pandas as pd
+def _table(key: str, rows: list[dict[str, Any]], features: tuple[str, ...], ts_field: str):
+    """The rows as an Arrow table with the push sources' schema (parquet part; a DataFrame for a plain push).
 
-    data: dict[str, Any] = {key: [r[key] for r in rows]}
-    data["event_timestamp"] = pd.to_datetime([r[ts_field] for r in rows], unit="ms", utc=True)
+    Built column by column straight from the row dicts with explicit types: a list column
+    whose lists are all empty still gets its element type (pandas inference made it ``null``).
+    """
+    import pyarrow as pa
+
+    arrow = {"Int64": pa.int64(), "Array(Int64)": pa.list_(pa.int64()), "Array(String)": pa.list_(pa.string())}
+    columns = {key: pa.array([r[key] for r in rows], pa.string()),
+               "event_timestamp": pa.array([r[ts_field] for r in rows], pa.int64())
+               .cast(pa.timestamp("ms", tz="UTC")).cast(pa.timestamp("ns", tz="UTC"))}
     for name in features:
-        data[name] = [r[name] for r in rows]
-    return pd.DataFrame(data)
+        columns[name] = pa.array([r[name] for r in rows], arrow[STREAM_FEATURE_TYPES.get(name, "Int64")])
+    return pa.table(columns)
+
+
+class Push:
+    """One view's batch on its way to the online store: ``table`` (its rows, for the parquet part)
+    is ready at once; ``wait()`` returns the seconds from the start of the write to its acknowledgement."""
+
+    def __init__(self, table, written: list, started: float) -> None:
+        self.table, self.written, self.started = table, written, started
+
+    def wait(self) -> float:
+        for w in self.written:
+            w.wait()
+        return time.perf_counter() - self.started
+
+    def abandon(self) -> None:
+        for w in self.written:
+            w.abandon()
 
 
 class FeastSink:
@@ -86,34 +111,30 @@ class FeastSink:
             raise RuntimeError(f"no feature view reads push source {push_source!r}")
         return views
 
-    def push_users(self, rows: list[dict[str, Any]]):
+    def push_users(self, rows: list[dict[str, Any]]) -> "Push | None":
         return self._push(USER_STREAM_PUSH, USER_KEY, rows, USER_STREAM_FEATURES, "last_event_ms")
 
-    def push_items(self, rows: list[dict[str, Any]]):
+    def push_items(self, rows: list[dict[str, Any]]) -> "Push | None":
         return self._push(ITEM_STREAM_PUSH, ITEM_KEY, rows, ITEM_STREAM_FEATURES, "item_last_event_ms")
 
-    def _push(self, source: str, key: str, rows, features, ts_field):
-        """Push one DataFrame; returns (frame, seconds). Empty batches are not pushed."""
+    def _push(self, source: str, key: str, rows, features, ts_field) -> "Push | None":
+        """Start writing one batch to the online store (``Push.wait()`` finishes it). Empty batches are not pushed."""
         if not rows:
-            return None, 0.0
-        frame = _frame(key, rows, features, ts_field)
+            return None
+        table = _table(key, rows, features, ts_field)
         started = time.perf_counter()
         writers = self._writers.get(source)
         if writers is None:
-            self.store.push(source, frame)
-        else:
-            for writer in writers:
-                writer.write(rows, ts_field)
-        return frame, time.perf_counter() - started
+            self.store.push(source, table.to_pandas())
+            return Push(table, [], started)
+        return Push(table, [writer.send(rows, ts_field) for writer in writers], started)
 
-    def write_offline(self, frame, kind: str, prefix: str) -> str:
+    def write_offline(self, table, kind: str, prefix: str) -> str:
         """Write a parquet part (atomic rename); returns its file name."""
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
         folder = self.user_dir if kind == "user" else self.item_dir
         name = f"{prefix}-{uuid.uuid4().hex}.parquet"
-        table = pa.Table.from_pandas(frame, preserve_index=False)
         partial = folder / f".{name}.partial"
         pq.write_table(table, partial)
         partial.replace(folder / name)

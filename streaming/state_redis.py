@@ -7,16 +7,21 @@ keeps its history:
 * :meth:`RedisStateStore.write_phase` takes the group's lock (``SET NX PX`` with a random
   token; the lock the SQLite store gets from ``BEGIN IMMEDIATE``), so the cross-partition
   merge of item partials never reads a half-written state;
-* reads inside it go to Redis; writes are buffered and applied at the end in one
-  ``MULTI``/``EXEC`` under ``WATCH`` of the lock: all of them or none. An instance whose lock
-  expired (paused longer than ``lock_ms``) and was taken over finds the lock changed; its
-  ``EXEC`` is refused and its batch retried, so a stale instance never overwrites the new
-  owner's state (a fencing check, not a lease that is merely hoped to hold);
-* a crash (``kill -9``) anywhere before ``EXEC`` leaves the state as it was; the lock
+* reads inside it go to Redis; writes are buffered and applied at the end by one script
+  that first checks the lock still holds this instance's token: all of them or none
+  (a script runs atomically). An instance whose lock expired (paused longer than
+  ``lock_ms``) and was taken over finds another token; its writes are refused and its
+  batch retried, so a stale instance never overwrites the new owner's state (a fencing
+  check, not a lease that is merely hoped to hold);
+* a crash (``kill -9``) anywhere before the script leaves the state as it was; the lock
   expires after ``lock_ms``.
 
-Partials are kept per entity in one hash (field: partition), values in the same JSON as
-the SQLite store. Watermarks, dead-letter marks and log ids are hashes per topic.
+Layout: the partials of one partition are one hash per kind (``u:<partition>``,
+``i:<partition>``; field: the user or item id; value: the same JSON as the SQLite
+store), and ``partitions`` is the set of partitions holding partials. A batch of
+5,000 users is then one ``HMGET`` and one ``HSET`` per partition, not 5,000 of each
+(packed by streaming/redis_wire.py), and forgetting a partition deletes two keys.
+Watermarks, dead-letter marks and log ids are hashes per topic.
 """
 
 from __future__ import annotations
@@ -27,9 +32,28 @@ from contextlib import contextmanager
 from typing import Iterable, Iterator
 
 from streaming.features import ItemPartial, UserPartial
+from streaming.redis_wire import check, command, execute
 
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-
+_FENCED_WRITES = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return redis.error_reply('FENCED the state lock expired and was taken over; the batch is retried')
+end
+local at = 2
+while at <= #ARGV do
+  local n = tonumber(ARGV[at])
+  redis.call(unpack(ARGV, at + 1, at + n))
+  at = at + n + 1
+end
+return 1
+"""
+"""The buffered writes, each as its argument count and its arguments, applied only while the lock
+holds this instance's token (checked and applied atomically: a script is never interleaved)."""
+LAYOUT = "2"
+"""The key layout's version (``<prefix>layout``): 2 = partials in one hash per (kind, partition).
+An older state (one hash per entity) is refused, never misread."""
+_FIELDS_PER_COMMAND = 1000
+"""Field/value pairs per HSET/HMGET: a script's ``unpack`` is limited to some 8,000 values."""
 
 def connection_kwargs(address: str) -> dict:
     """redis-py arguments of Feast's connection string ``host:port[,password=...][,ssl=true][,db=N]``
@@ -60,12 +84,12 @@ class RedisStateStore:
         self.lock_key = self.prefix + "lock"
         self.lock_ms, self.lock_wait_s = lock_ms, lock_wait_s
         self._token: str | None = None
-        self._writes: list[tuple] = []
+        self._writes: list[list] = []
 
     def close(self) -> None:
         self.client.close()
 
-    # -- the write phase: lock, buffered writes, one fenced transaction
+    # -- the write phase: lock, buffered writes, one fenced script
     @contextmanager
     def write_phase(self) -> Iterator["RedisStateStore"]:
         token = uuid.uuid4().hex
@@ -76,31 +100,48 @@ class RedisStateStore:
             time.sleep(0.01)
         self._token, self._writes = token, []
         try:
+            self._check_layout()
             yield self
+            if self._writes:
+                self._write("SET", self.prefix + "layout", LAYOUT)
             self._commit(token)
         finally:
             self._token, self._writes = None, []
             self.client.eval(_RELEASE, 1, self.lock_key, token)
 
+    _layout_checked = False
+
+    def _check_layout(self) -> None:
+        """A group state written by an older key layout: stop with what to do (once per process)."""
+        if self._layout_checked:
+            return
+        found = self.client.get(self.prefix + "layout")
+        lock = self.lock_key.encode()
+        if found is None and any(k != lock for k in self.client.scan_iter(match=self.prefix + "*", count=1000)):
+            raise RuntimeError(f"the stream state at {self.path} has an older key layout (no layout marker); "
+                               "run `recast stream reset` and replay the events topic to rebuild it")
+        if found is not None and found.decode() != LAYOUT:
+            raise RuntimeError(f"the stream state at {self.path} has key layout {found.decode()}, this processor "
+                               f"reads layout {LAYOUT}; run the matching version or `recast stream reset` and replay")
+        self._layout_checked = True
+
     def _commit(self, token: str) -> None:
-        import redis
+        if not self._writes:
+            return
+        args: list = ["EVAL", _FENCED_WRITES, 1, self.lock_key, token]
+        for cmd in self._writes:
+            args.append(len(cmd))
+            args.extend(cmd)
+        (reply,) = execute(self.client, [command(args)])
+        if isinstance(reply, Exception):
+            if "FENCED" in str(reply):
+                raise RuntimeError("the state lock expired and was taken over; the batch is retried") from reply
+            raise reply
 
-        with self.client.pipeline(transaction=True) as pipe:
-            try:
-                pipe.watch(self.lock_key)
-                if pipe.get(self.lock_key) != token.encode():
-                    raise RuntimeError("the state lock expired and was taken over; the batch is retried")
-                pipe.multi()
-                for command in self._writes:
-                    pipe.execute_command(*command)
-                pipe.execute()
-            except redis.WatchError as exc:
-                raise RuntimeError("the state lock changed during the commit; the batch is retried") from exc
-
-    def _write(self, *command) -> None:
+    def _write(self, *cmd) -> None:
         if self._token is None:
             raise RuntimeError("state writes happen inside write_phase()")
-        self._writes.append(command)
+        self._writes.append(list(cmd))
 
     def _hash(self, name: str) -> dict[int, int]:
         return {int(k): int(v) for k, v in self.client.hgetall(self.prefix + name).items()}
@@ -136,19 +177,29 @@ class RedisStateStore:
     def forget_partition(self, topic: str, part: int) -> None:
         for name in ("wm", "dl", "log"):
             self._write("HDEL", self.prefix + f"{name}:{topic}", part)
-        for kind in ("u", "i"):
-            for key in self.client.scan_iter(match=self.prefix + f"{kind}:*", count=1000):
-                self._write("HDEL", key, part)
+        self._write("DEL", f"{self.prefix}u:{part}", f"{self.prefix}i:{part}")
+        self._write("SREM", self.prefix + "partitions", part)
 
-    # -- partials: one hash per entity, field = partition
+    # -- partials: one hash per (kind, partition), field = entity id
+    def _partitions(self) -> list[int]:
+        return sorted(int(p) for p in self.client.smembers(self.prefix + "partitions"))
+
     def _partials(self, kind: str, keys: list[str], loads) -> dict:
         out: dict = {}
-        with self.client.pipeline(transaction=False) as pipe:
-            for k in keys:
-                pipe.hgetall(f"{self.prefix}{kind}:{k}")
-            for k, fields in zip(keys, pipe.execute()):
-                if fields:
-                    out[k] = {int(p): loads(s.decode()) for p, s in fields.items()}
+        parts = self._partitions() if keys else []
+        if not parts:
+            return out
+        chunks = [keys[i:i + _FIELDS_PER_COMMAND * 4] for i in range(0, len(keys), _FIELDS_PER_COMMAND * 4)]
+        asked = [(p, chunk) for p in parts for chunk in chunks]
+        replies = check(execute(self.client, (command(["HMGET", f"{self.prefix}{kind}:{p}", *chunk])
+                                              for p, chunk in asked)))
+        for (p, chunk), values in zip(asked, replies):
+            for k, v in zip(chunk, values):
+                if v is not None:
+                    by_part = out.get(k)
+                    if by_part is None:
+                        by_part = out[k] = {}
+                    by_part[p] = loads(v)
         return out
 
     def user_partials(self, users: Iterable[str]) -> dict[str, dict[int, UserPartial]]:
@@ -157,13 +208,25 @@ class RedisStateStore:
     def item_partials(self, items: Iterable[str]) -> dict[str, dict[int, ItemPartial]]:
         return self._partials("i", list(items), ItemPartial.loads)
 
+    def _put(self, kind: str, rows: Iterable[tuple[str, int, UserPartial | ItemPartial]]) -> None:
+        by_part: dict[int, list] = {}
+        for key, p, partial in rows:
+            fields = by_part.get(p)
+            if fields is None:
+                fields = by_part[p] = []
+            fields.append(key)
+            fields.append(partial.dumps())
+        for p, fields in sorted(by_part.items()):
+            for start in range(0, len(fields), 2 * _FIELDS_PER_COMMAND):
+                self._write("HSET", f"{self.prefix}{kind}:{p}", *fields[start:start + 2 * _FIELDS_PER_COMMAND])
+        if by_part:
+            self._write("SADD", self.prefix + "partitions", *sorted(by_part))
+
     def put_users(self, rows: Iterable[tuple[str, int, UserPartial]]) -> None:
-        for u, p, s in rows:
-            self._write("HSET", f"{self.prefix}u:{u}", p, s.dumps())
+        self._put("u", rows)
 
     def put_items(self, rows: Iterable[tuple[str, int, ItemPartial]]) -> None:
-        for i, p, s in rows:
-            self._write("HSET", f"{self.prefix}i:{i}", p, s.dumps())
+        self._put("i", rows)
 
     # -- offline parts
     def add_offline_parts(self, rows: Iterable[tuple[str, str, int, int, int]]) -> None:
@@ -182,7 +245,10 @@ class RedisStateStore:
         return len(keys)
 
     def counts(self) -> dict[str, int]:
-        def count(match: str) -> int:
-            return sum(1 for _ in self.client.scan_iter(match=self.prefix + match, count=1000))
-
-        return {"users": count("u:*"), "items": count("i:*"), "offline_parts": self.client.scard(self.prefix + "parts")}
+        """(entity, partition) partials per kind, as the SQLite store counts its rows."""
+        parts = self._partitions()
+        lengths = check(execute(self.client, [command(["HLEN", f"{self.prefix}{kind}:{p}"])
+                                              for kind in ("u", "i") for p in parts])) if parts else []
+        n = len(parts)
+        return {"users": sum(lengths[:n]), "items": sum(lengths[n:]),
+                "offline_parts": self.client.scard(self.prefix + "parts")}

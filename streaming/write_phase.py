@@ -131,20 +131,30 @@ class MicroBatchWriter:
             item_rows = [{"item": i, **merge_item(list(ip[i].values()))} for i in sorted(items)]
 
             self.fault.hit("before_push")
-            parts = []
-            for view, rows, push in (("user", user_rows, self.sink.push_users), ("item", item_rows, self.sink.push_items)):
-                frame, seconds = push(rows)
-                if frame is None:
-                    continue
-                self.metrics.push_seconds.labels(view).observe(seconds)
-                self.metrics.batch_rows.labels(view).observe(len(rows))
-                if self.write_offline:
-                    parts.append(self.sink.write_offline(frame, view, self.group))
+            parts, pushes = [], []
+            try:
+                for view, rows, push in (("user", user_rows, self.sink.push_users),
+                                         ("item", item_rows, self.sink.push_items)):
+                    pending = push(rows)
+                    if pending is None:
+                        continue
+                    pushes.append((view, len(rows), pending))
+                    if self.write_offline:
+                        parts.append(self.sink.write_offline(pending.table, view, self.group))
+                # buffered in the state's transaction while the online store writes; committed below,
+                # only once every push is acknowledged
+                next_offsets = ends
+                st.put_users((u, p, up[u][p]) for u, p in touched_u)
+                st.put_items((i, p, ip[i][p]) for i, p in touched_i)
+                for view, n_rows, pending in pushes:
+                    self.metrics.push_seconds.labels(view).observe(pending.wait())
+                    self.metrics.batch_rows.labels(view).observe(n_rows)
+            except BaseException:
+                for _, _, pending in pushes:
+                    pending.abandon()
+                raise
             self.fault.hit("after_push")
 
-            next_offsets = ends
-            st.put_users((u, p, up[u][p]) for u, p in touched_u)
-            st.put_items((i, p, ip[i][p]) for i, p in touched_i)
             st.set_watermarks(self.topic, next_offsets)
             topic_id = self.current_topic_id()
             if topic_id:

@@ -13,6 +13,9 @@ warnings.filterwarnings("ignore", message="The feature will be removed. Please r
 warnings.filterwarnings("ignore", message="HeuristicalStorageReservation is known", category=FutureWarning)
 warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated", category=FutureWarning)
 warnings.filterwarnings("ignore", message="Please use DTensor instead", category=FutureWarning)
+# ONNX export traces the fixed dense-width check of models/common.py (a model's dense width never
+# changes, so the traced branch is the only one); torch warns about any such Python-level branch.
+warnings.filterwarnings("ignore", message="Converting a tensor to a Python boolean might cause the trace")
 # The trainer overwrites its own `last/` checkpoint on purpose, every epoch.
 warnings.filterwarnings("ignore", message="Detected an existing checkpoint in", category=UserWarning)
 logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)  # is_fx_tracing notice, once per run

@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from streaming.harness import StreamStack, free_port
 from streaming.state import open_state
-from streaming.state_redis import RedisStateStore
+from streaming.state_redis import LAYOUT, RedisStateStore, connection_kwargs
 from test_stream_reliability import log_of, scrape, synthetic, wait_settled
 
 pytestmark = pytest.mark.integration
@@ -107,3 +108,18 @@ def test_status_and_reset_read_the_redis_state(stack: StreamStack) -> None:
     assert s.watermarks() == ends
     store = open_state(s.settings, s.settings.stream.consumer_group)
     assert store.clear() > 0 and store.watermarks(s.settings.kafka.events_topic) == {}
+
+
+def test_a_state_in_an_older_key_layout_is_refused_not_misread(stack: StreamStack) -> None:
+    """A partial stored per entity (the earlier layout) under a group without the layout marker:
+    the store says to reset and replay instead of reading partition hashes that are not there."""
+    client = redis.Redis(**connection_kwargs(stack.redis.address))
+    client.hset("recast:stream-state:old-layout:u:0", 0, '[1,[],[],[],[]]')
+    store = RedisStateStore(stack.redis.address, "old-layout")
+    with pytest.raises(RuntimeError, match="older key layout.*recast stream reset"):
+        with store.write_phase():
+            pass
+    assert store.clear() == 1
+    with store.write_phase() as st:  # a reset group starts in the current layout
+        st.set_watermarks("t", {0: 1})
+    assert client.get("recast:stream-state:old-layout:layout") == LAYOUT.encode()

@@ -13,11 +13,28 @@ from streaming.events import InteractionV1, InvalidEvent, decode, encode
 from streaming.processor import StreamProcessor, _Record
 
 
+class FakePush:
+    """A push in flight (streaming/sink.py's ``Push``): acknowledged by ``wait()``, which fails when ``fail``."""
+
+    def __init__(self, sink: "FakeSink", view: str, rows) -> None:
+        self.sink, self.view, self.table = sink, view, rows
+
+    def wait(self) -> float:
+        if self.sink.fail_ack:
+            raise OSError("the online store refused the write")
+        self.sink.log.append((f"ack_{self.view}", len(self.table)))
+        return 0.001
+
+    def abandon(self) -> None:
+        self.sink.log.append((f"abandon_{self.view}", len(self.table)))
+
+
 class FakeSink:
     def __init__(self, log: list) -> None:
         self.log = log
         self.users: dict[str, dict] = {}
         self.fail = False
+        self.fail_ack = False
 
     def push_users(self, rows):
         if self.fail:
@@ -25,11 +42,11 @@ class FakeSink:
         self.log.append(("push_users", len(rows)))
         for r in rows:
             self.users[r["user"]] = r
-        return (rows or None), 0.001
+        return FakePush(self, "users", rows) if rows else None
 
     def push_items(self, rows):
         self.log.append(("push_items", len(rows)))
-        return (rows or None), 0.001
+        return FakePush(self, "items", rows) if rows else None
 
     def write_offline(self, frame, kind, prefix):
         self.log.append(("offline", kind))
@@ -116,7 +133,8 @@ def test_writes_then_state_then_offsets(proc) -> None:
                     record(1, 1, "u2", 1500, raw=b"{bad")]
     assert proc.flush() == 3
     kinds = [entry[0] for entry in proc.log]
-    assert kinds == ["push_users", "offline", "push_items", "offline", "commit"]
+    # both views are sent before either is acknowledged; offsets are committed after both acks
+    assert kinds == ["push_users", "offline", "push_items", "offline", "ack_users", "ack_items", "commit"]
     assert proc.log[-1][1] == {0: 2, 1: 2}
     assert proc.state.watermarks(proc.topic) == {0: 2, 1: 2}
     assert proc.sink.users["u1"]["clicks_24h"] == 2 and proc.sink.users["u2"]["events_24h"] == 1
@@ -150,6 +168,20 @@ def test_a_failed_push_commits_neither_state_nor_offsets(proc) -> None:
     proc.pending = list(batch)  # a later redelivery changes nothing
     proc.flush()
     assert proc.sink.users["u1"]["clicks_24h"] == 2 and proc.totals["duplicate_skipped"] == 2
+
+
+def test_a_write_refused_on_acknowledgement_commits_neither_state_nor_offsets(proc) -> None:
+    batch = [record(0, 0, "u1", 1000), record(0, 1, "u1", 2000)]
+    proc.pending = list(batch)
+    proc.sink.fail_ack = True
+    with pytest.raises(OSError, match="refused"):
+        proc.flush()
+    assert ("abandon_items", 1) in proc.log  # the other view's reply is given up, not left on a connection
+    assert proc.state.watermarks(proc.topic) == {} and proc.state.counts()["users"] == 0
+    assert not [e for e in proc.log if e[0] == "commit"]
+    assert proc.pending == batch
+    proc.sink.fail_ack = False
+    assert proc.flush() == 2 and proc.state.watermarks(proc.topic) == {0: 2}
 
 
 def test_an_oversized_record_goes_to_the_dlq_as_a_bounded_excerpt(proc) -> None:

@@ -105,6 +105,19 @@ def test_a_wrong_value_in_any_field_is_rejected_with_a_reason(event: Interaction
 
 
 # ---------------------------------------------------------------- the processor over Kafka batches
+class Pushed:
+    """A push acknowledged at once (the interface of streaming/sink.py's ``Push``)."""
+
+    def __init__(self, rows) -> None:
+        self.table = rows
+
+    def wait(self) -> float:
+        return 0.0
+
+    def abandon(self) -> None:
+        pass
+
+
 class Sink:
     def __init__(self) -> None:
         self.users: dict[str, dict] = {}
@@ -112,11 +125,11 @@ class Sink:
 
     def push_users(self, rows):
         self.users.update((r["user"], r) for r in rows)
-        return (rows or None), 0.0
+        return Pushed(rows) if rows else None
 
     def push_items(self, rows):
         self.items.update((r["item"], r) for r in rows)
-        return (rows or None), 0.0
+        return Pushed(rows) if rows else None
 
     def write_offline(self, frame, kind, prefix):
         return f"{kind}/x.parquet"
