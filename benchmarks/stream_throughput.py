@@ -100,6 +100,7 @@ def run_mode(stack: StreamStack, name: str, events, batch: int, wait_ms: int, of
     push_s = v("recast_stream_push_seconds_sum", {"view": "user"}) + v("recast_stream_push_seconds_sum", {"view": "item"})
     rows = v("recast_stream_batch_rows_sum", {"view": "user"}) + v("recast_stream_batch_rows_sum", {"view": "item"})
     user_rows = v("recast_stream_batch_rows_sum", {"view": "user"})
+    write_s = v("recast_stream_batch_seconds_sum")  # the write phases: the group's lock is held through them
     assert totals["processed"] == len(events), totals
     batches = totals["batches"]
     out = {
@@ -109,6 +110,7 @@ def run_mode(stack: StreamStack, name: str, events, batch: int, wait_ms: int, of
         "cpu_us_per_event": 1e6 * cpu / totals["processed"],
         "pushes": int(pushes), "rows_per_push": rows / pushes, "push_ms_mean": 1e3 * push_s / pushes,
         "push_ms_per_batch": 1e3 * push_s / batches, "push_share": push_s / elapsed, "offline_parquet": offline,
+        "write_phase_share": write_s / elapsed,
         "push_path": "resolved once" if resolve_once else "FeatureStore.push", "load_1m": os.getloadavg()[0],
     }
     progress(f"{name}: {out['events_per_s']:,.0f} events/s, {out['cpu_ms_per_batch']:.0f} CPU ms/batch "
@@ -211,15 +213,17 @@ def key_space_curve(args) -> None:
                                                   "scale_out": scaled, "reads": reads})
     rows = [[r["online_store"], r["key_space"], r["distinct_users"], r["events_per_s"], r["cpu_ms_per_batch"],
              r["cpu_us_per_event"], r["user_rows_per_batch"], r["rows_per_push"], r["push_ms_per_batch"],
-             r["push_ms_mean"], r["load_1m"]] for r in results]
+             r["push_ms_mean"], 100 * r["write_phase_share"], r["load_1m"]] for r in results]
     print()
     print(f"Stream processor, synthetic events ({args.events:,} per row), users uniform over the key space; "
           f"medians of {args.repeats} runs")
     print(table(["online store", "key space", "distinct users", "events/s", "CPU ms/batch", "CPU us/event",
-                 "user rows/batch", "rows/write", "write ms/batch", "write ms (mean)", "load 1m"], rows, digits=1))
+                 "user rows/batch", "rows/write", "write ms/batch", "write ms (mean)", "% in write phase", "load 1m"],
+                rows, digits=1))
     print(f"\nbatch <= {args.batch} events or {args.wait_ms} ms; 4 partitions; one processor instance; parquet "
           f"{'off' if args.no_parquet else 'on'}; state store {args.state_store}. CPU = the processor process only "
-          "(not the broker or Redis).")
+          "(not the broker or Redis). % in write phase: the share of the wall time inside write phases, which hold "
+          "the group's one lock: two instances can at most overlap the rest (an Amdahl bound of 1 / share).")
     print("\nGateway online reads (features/online.py: one user; 100 candidate items), ms, after the rows above:")
     print(table(["online store", "user p50", "user p99", "100 items p50", "100 items p99", "load 1m"],
                 [[r["online_store"], r["user_ms_p50"], r["user_ms_p99"], r["items100_ms_p50"], r["items100_ms_p99"],
