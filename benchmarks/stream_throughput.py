@@ -223,7 +223,7 @@ def key_space_curve(args) -> None:
     print(f"\nbatch <= {args.batch} events or {args.wait_ms} ms; 4 partitions; one processor instance; parquet "
           f"{'off' if args.no_parquet else 'on'}; state store {args.state_store}. CPU = the processor process only "
           "(not the broker or Redis). % in write phase: the share of the wall time inside write phases, which hold "
-          "the group's one lock: two instances can at most overlap the rest (an Amdahl bound of 1 / share).")
+          "the group's one lock: N instances overlap only the rest (Amdahl: at most N / (1 + (N - 1) share) x one).")
     print("\nGateway online reads (features/online.py: one user; 100 candidate items), ms, after the rows above:")
     print(table(["online store", "user p50", "user p99", "100 items p50", "100 items p99", "load 1m"],
                 [[r["online_store"], r["user_ms_p50"], r["user_ms_p99"], r["items100_ms_p50"], r["items100_ms_p99"],
