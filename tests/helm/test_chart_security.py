@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_chart import RELEASE, ROOT, VALUE_SETS, container, env_of, one, port_of, render
+from chart_render import RELEASE, ROOT, VALUE_SETS, container, env_of, one, port_of, render
 
 CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from test_chart import by_kind, docs, render
+from chart_render import by_kind, docs, render
 
 from jobs.base import get_job
 from recast.cli import build_parser

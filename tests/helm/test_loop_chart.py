@@ -6,7 +6,7 @@ schema validation and lint of the same render are in test_chart.py (value set lo
 from __future__ import annotations
 
 import yaml
-from test_chart import by_kind, docs, render
+from chart_render import by_kind, docs, render
 
 from recast.cli import build_parser, cmd_loop
 
