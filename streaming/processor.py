@@ -10,16 +10,21 @@ Per micro-batch (up to ``batch_max_events`` records or ``batch_max_wait_ms``):
    invalid ones go to the **dead-letter topic** with the original key and bytes
    and headers ``reason``, ``detail``, ``source_topic``, ``source_partition``,
    ``source_offset``; processing continues;
-2. write phase, inside one state-store transaction (the host-wide writer lock):
-   records below the partition's offset watermark are skipped (already
-   applied before a crash); the DLQ sends are flushed; the partials of the
-   touched users/items are loaded, updated and merged across partitions;
-   the new values are **pushed** to Feast (one push per view) and written as
-   parquet parts; then the partials and the new watermarks are committed;
-3. the Kafka offsets are committed **after** all writes succeeded.
+2. write phase, inside one state-store transaction locking the batch's
+   partitions: records below the partition's offset watermark are skipped
+   (already applied before a crash); the DLQ sends are flushed; the partials
+   of the touched users/items are loaded and updated; the user rows are
+   **pushed** to Feast (one push) and written as a parquet part; then the
+   partials, the new watermarks and the items' *dirty* marks are committed;
+3. the Kafka offsets are committed **after** all writes succeeded;
+4. merge phase, under the group's one merge lock, when it is free: the rows of
+   the dirty items (whose partials are in every partition) are merged, pushed
+   and written, and their marks cleared. When another instance holds the
+   lock, this one goes on with its next batch and tries again.
 
-(Steps 2 and 3 are streaming/write_phase.py, the rebalance handling is
-streaming/rebalance.py; this module is the consumer loop and the entry point.)
+(Steps 2 and 3 are streaming/write_phase.py, step 4 streaming/merge_phase.py,
+the rebalance handling streaming/rebalance.py; this module is the consumer
+loop and the entry point.)
 
 So delivery is at-least-once and the aggregates are idempotent: a crash
 anywhere replays records whose effect was either not committed (recomputed
@@ -54,8 +59,9 @@ from prometheus_client import CollectorRegistry
 from recast.settings import Settings
 from streaming.events import InvalidEvent, decode
 from streaming.log_reset import LogResetError, advice, current_topic_id, reset_reason
+from streaming.merge_phase import MergePhase
 from streaming.processor_metrics import ProcessorMetrics
-from streaming.rebalance import RebalanceHandling
+from streaming.rebalance import RebalanceHandling, cleanup_times
 from streaming.state import open_state
 from streaming.write_phase import FAULT_ENV, MicroBatchWriter, _Failpoint, _Record, _tp, paused_gc  # noqa: F401
 
@@ -69,7 +75,7 @@ def load_item_vocab(settings: Settings) -> dict[str, int]:
     return json.loads(path.read_text()).get("item_id", {})
 
 
-class StreamProcessor(RebalanceHandling, MicroBatchWriter):
+class StreamProcessor(RebalanceHandling, MicroBatchWriter, MergePhase):
     """One instance of the processor; ``run()`` until stopped, caught up, idle or ``max_events``."""
 
     def __init__(
@@ -115,7 +121,10 @@ class StreamProcessor(RebalanceHandling, MicroBatchWriter):
         self._unseen: list = []
         self.log_ids: dict[int, str] = {}
         """Topic id of the log each partition's watermark counts in (streaming/log_reset.py)."""
-        self._cleanup_parts = True
+        self._cleanups = cleanup_times(self.state)
+        self.merge_owed = True
+        """A merge is owed (streaming/merge_phase.py): after this instance's phases marked rows dirty, and at
+        start, for what a crashed instance left marked."""
         self.stop_requested = False
         self.totals: dict[str, int] = defaultdict(int)
 
@@ -147,6 +156,8 @@ class StreamProcessor(RebalanceHandling, MicroBatchWriter):
             try:
                 if flush and self.pending:
                     self.flush()
+                if flush and self.merge_owed:
+                    self.merge(wait=True)
             finally:
                 self.consumer.close(autocommit=False)
                 self.consumer = None
@@ -208,7 +219,7 @@ class StreamProcessor(RebalanceHandling, MicroBatchWriter):
             log.error("partition %d of %s: %s", p, self.topic, why)
         if self.settings.stream.on_log_reset != "recompute":
             raise LogResetError(f"{advice(found, self.topic)}. {'; '.join(found.values())}")
-        with self.state.write_phase() as st:
+        with self.state.write_phase(found) as st:
             for p in found:
                 st.forget_partition(self.topic, p)
         with self.pending_lock:
@@ -239,13 +250,17 @@ class StreamProcessor(RebalanceHandling, MicroBatchWriter):
             now = time.monotonic()
             if n:
                 last_data = now
-            if self.pending and (len(self.pending) >= self.batch_max_events
-                                 or now - self.pending_since >= self.batch_max_wait_s):
+            due = self.pending and (len(self.pending) >= self.batch_max_events
+                                    or now - self.pending_since >= self.batch_max_wait_s)
+            if due or self.merge_owed:
                 try:
-                    self.flush()
+                    if due:
+                        self.flush()  # and the merge it owes
+                    else:
+                        self.merge(wait=False)  # owed since another instance held the lock
                     failures = 0
                 except Exception:
-                    # Feast or the DLQ failed: nothing of the batch was committed; retry it with backoff
+                    # Feast or the DLQ failed: nothing of the batch (or merge) was committed; retry it with backoff
                     # (polling on keeps the group membership), give up after max_write_failures in a row
                     failures += 1
                     self.metrics.write_failures.inc()
@@ -255,7 +270,7 @@ class StreamProcessor(RebalanceHandling, MicroBatchWriter):
                     time.sleep(min(0.1 * 2 ** failures, 1.0))
             if max_events is not None and self.totals["records"] >= max_events:
                 break
-            if until_caught_up and not self.pending and self.caught_up():
+            if until_caught_up and not self.pending and not self.merge_owed and self.caught_up():
                 break
             if until_caught_up:
                 mark = (self.totals["records"], tuple(self.assignment), len(self.pending))
@@ -270,6 +285,8 @@ class StreamProcessor(RebalanceHandling, MicroBatchWriter):
                 break
         if self.pending:
             self.flush()
+        if self.merge_owed:
+            self.merge(wait=True)
         return dict(self.totals)
 
     def caught_up(self) -> bool:

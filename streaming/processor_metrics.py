@@ -5,7 +5,9 @@ Metrics (Prometheus, ``/metrics`` on ``stream.metrics_port``):
 ``recast_stream_batch_events``, ``recast_stream_batch_seconds``,
 ``recast_stream_push_seconds{view}``, ``recast_stream_consumer_lag{partition}``,
 ``recast_stream_assigned_partitions``, ``recast_stream_commit_failures_total``,
-``recast_stream_write_failures_total``, ``recast_stream_log_resets_total{partition}``.
+``recast_stream_write_failures_total``, ``recast_stream_log_resets_total{partition}``,
+``recast_stream_merges_total{outcome}`` (``done``; ``busy``: another instance held the merge lock),
+``recast_stream_merge_seconds`` (streaming/merge_phase.py).
 """
 
 from __future__ import annotations
@@ -43,5 +45,11 @@ class ProcessorMetrics:
         self.log_resets = Counter("recast_stream_log_resets_total",
                                   "Partition logs found restarted behind the applied watermark",
                                   ["partition"], registry=registry)
+        self.merges = Counter("recast_stream_merges_total", "Merge phases run, or not run because another "
+                              "instance held the merge lock", ["outcome"], registry=registry)
+        self.merge_seconds = Histogram("recast_stream_merge_seconds", "Merge phase (the group's merge lock held)",
+                                       buckets=_SECONDS_BUCKETS, registry=registry)
+        for outcome in ("done", "busy"):
+            self.merges.labels(outcome)
         for outcome in ("processed", "dead_lettered", "duplicate_skipped"):
             self.events.labels(outcome)

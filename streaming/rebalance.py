@@ -3,17 +3,25 @@
 ``StreamProcessor`` (streaming/processor.py) inherits it, as it inherits the write phase
 (streaming/write_phase.py). Uses the processor's attributes (topic, group, state, consumer,
 metrics, pending, pending_lock, assignment, applied, refetched, log_ids, _unseen,
-_revoked_in_poll, _cleanup_parts).
+_revoked_in_poll, _cleanups).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 
 from streaming.write_phase import _Record, _tp
 
 log = logging.getLogger("recast.stream")
+
+
+def cleanup_times(state) -> list[float]:
+    """When the orphan-part cleanup is due after an assignment: now, and once more when parts
+    written by phases still in flight elsewhere are old enough to tell (write_phase.py)."""
+    now = time.monotonic()
+    return [now, now + state.orphan_age_s] if state.orphan_age_s else [now]
 
 
 class RebalanceHandling:
@@ -56,7 +64,7 @@ class RebalanceHandling:
                 self.applied[tp.partition] = marks[tp.partition]
             else:
                 self._unseen.append(tp)
-        self._cleanup_parts = True  # done under the writer lock by the next flush
+        self._cleanups = cleanup_times(self.state)  # done inside the next write phase
         with self.pending_lock:
             self.assignment = sorted(set(self.assignment) | {tp.partition for tp in assigned})
         self.metrics.assigned.set(len(self.assignment))

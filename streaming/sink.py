@@ -144,12 +144,20 @@ class FeastSink:
         kind, name = recorded.split("/", 1)
         return (self.user_dir if kind == "user" else self.item_dir) / name
 
-    def remove_orphans(self, prefix: str, recorded: set[str]) -> list[str]:
-        """Delete parts of this group whose batch never committed (crash between write and commit)."""
+    def remove_orphans(self, prefix: str, recorded: set[str], min_age_s: float = 0.0) -> list[str]:
+        """Delete parts of this group whose batch never committed (crash between write and commit),
+        except those younger than ``min_age_s`` (a phase of another instance may still commit them)."""
         removed = []
+        newest = time.time() - min_age_s
         for kind, folder in (("user", self.user_dir), ("item", self.item_dir)):
             for path in folder.iterdir():
                 name = path.name
+                if min_age_s:
+                    try:
+                        if path.stat().st_mtime > newest:
+                            continue
+                    except FileNotFoundError:
+                        continue
                 if name.startswith(f".{prefix}-") and name.endswith(".partial"):
                     path.unlink(missing_ok=True)
                     removed.append(f"{kind}/{name}")

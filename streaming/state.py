@@ -18,6 +18,7 @@ instead (``stream.state_store: redis``), which keeps these semantics.
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -38,6 +39,7 @@ CREATE TABLE IF NOT EXISTS logs (topic TEXT NOT NULL, part INTEGER NOT NULL, top
                                  PRIMARY KEY (topic, part));
 CREATE TABLE IF NOT EXISTS offline_parts (name TEXT PRIMARY KEY, topic TEXT, part INTEGER, first_offset INTEGER,
                                           last_offset INTEGER);
+CREATE TABLE IF NOT EXISTS dirty (kind TEXT NOT NULL, key TEXT NOT NULL, token TEXT NOT NULL, PRIMARY KEY (kind, key));
 """
 _CHUNK = 500
 """Entities per IN (...) query (SQLite's variable limit is 32766; smaller keeps plans simple)."""
@@ -77,9 +79,18 @@ class StateStore:
             "SELECT part, topic_id FROM logs WHERE topic = ?", (topic,)).fetchall()}
         return marks, logs
 
+    orphan_age_s = 0.0
+    """Offline parts younger than this may belong to a write phase still running elsewhere: none
+    here, since a part is written and recorded inside one transaction holding the host's lock."""
+
     @contextmanager
-    def write_phase(self) -> Iterator["StateStore"]:
-        """One transaction holding the host-wide writer lock; commits on success, rolls back on error."""
+    def write_phase(self, partitions: Iterable[int] = ()) -> Iterator["StateStore"]:
+        """One transaction holding the host-wide writer lock; commits on success, rolls back on error.
+
+        ``partitions``: the ones this phase writes (a Redis state locks just those); one
+        host's SQLite file has a single writer lock for all of them.
+        """
+        self.token = uuid.uuid4().hex
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self
@@ -87,6 +98,59 @@ class StateStore:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
+
+    @contextmanager
+    def merge_phase(self, wait: bool = True) -> Iterator["StateStore | None"]:
+        """The cross-partition merge's transaction (streaming/merge_phase.py); ``None`` when ``wait``
+        is false and another instance on this host holds the writer lock."""
+        if wait:
+            with self.write_phase() as st:
+                yield st
+            return
+        self.db.execute("PRAGMA busy_timeout = 0")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            got = True
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            got = False
+        finally:
+            self.db.execute("PRAGMA busy_timeout = 60000")
+        if not got:
+            yield None
+            return
+        self.token = uuid.uuid4().hex
+        try:
+            yield self
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- entities whose merged row is owed to the online store (streaming/merge_phase.py)
+    def mark_dirty(self, kind: str, keys: Iterable[str]) -> None:
+        """Inside a write phase: ``keys`` of ``kind`` (``u``/``i``) need their merged row written."""
+        self.db.executemany("INSERT OR REPLACE INTO dirty (kind, key, token) VALUES (?, ?, ?)",
+                            [(kind, k, self.token) for k in keys])
+
+    def remark_dirty(self, kind: str, keys: Iterable[str]) -> None:
+        """Outside any phase: mark again (a merge whose commit failed after it wrote its rows)."""
+        token = uuid.uuid4().hex
+        self.db.executemany("INSERT OR REPLACE INTO dirty (kind, key, token) VALUES (?, ?, ?)",
+                            [(kind, k, token) for k in keys])
+
+    def dirty(self) -> dict[str, dict[str, str]]:
+        """Kind -> {key: the token of the phase that marked it}."""
+        out: dict[str, dict[str, str]] = {"u": {}, "i": {}}
+        for kind, key, token in self.db.execute("SELECT kind, key, token FROM dirty"):
+            out.setdefault(kind, {})[key] = token
+        return out
+
+    def clear_dirty(self, seen: dict[str, dict[str, str]]) -> None:
+        """Unmark what a merge wrote, unless a later phase marked it again (another token)."""
+        self.db.executemany("DELETE FROM dirty WHERE kind = ? AND key = ? AND token = ?",
+                            [(kind, k, t) for kind, keys in seen.items() for k, t in keys.items()])
 
     # -- watermarks
     def watermarks(self, topic: str) -> dict[int, int]:
@@ -130,16 +194,23 @@ class StateStore:
         self.db.execute("DELETE FROM items WHERE part = ?", (part,))
 
     # -- partials
-    def user_partials(self, users: Iterable[str]) -> dict[str, dict[int, UserPartial]]:
+    def user_partials(self, users: Iterable[str], partitions: Iterable[int] | None = None
+                      ) -> dict[str, dict[int, UserPartial]]:
+        """Each user's partials by partition (of ``partitions`` only, when given)."""
+        wanted = None if partitions is None else set(partitions)
         out: dict[str, dict[int, UserPartial]] = {}
         for key, part, state in self._select("users", "user", list(users)):
-            out.setdefault(key, {})[part] = UserPartial.loads(state)
+            if wanted is None or part in wanted:
+                out.setdefault(key, {})[part] = UserPartial.loads(state)
         return out
 
-    def item_partials(self, items: Iterable[str]) -> dict[str, dict[int, ItemPartial]]:
+    def item_partials(self, items: Iterable[str], partitions: Iterable[int] | None = None
+                      ) -> dict[str, dict[int, ItemPartial]]:
+        wanted = None if partitions is None else set(partitions)
         out: dict[str, dict[int, ItemPartial]] = {}
         for key, part, state in self._select("items", "item", list(items)):
-            out.setdefault(key, {})[part] = ItemPartial.loads(state)
+            if wanted is None or part in wanted:
+                out.setdefault(key, {})[part] = ItemPartial.loads(state)
         return out
 
     def put_users(self, rows: Iterable[tuple[str, int, UserPartial]]) -> None:
@@ -164,8 +235,10 @@ class StateStore:
         return {r[0] for r in self.db.execute("SELECT name FROM offline_parts")}
 
     def counts(self) -> dict[str, int]:
-        return {t: int(self.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])
-                for t in ("users", "items", "offline_parts")}
+        out = {t: int(self.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])
+               for t in ("users", "items", "offline_parts")}
+        out["merges_owed"] = int(self.db.execute("SELECT COUNT(*) FROM dirty").fetchone()[0])
+        return out
 
 
 def state_path(settings: Settings, group: str) -> Path:

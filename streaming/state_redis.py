@@ -4,24 +4,29 @@ The same interface and the same guarantees as the SQLite :class:`~streaming.stat
 (``stream.state_store: redis``), so a partition that moves to an instance on another host
 keeps its history:
 
-* :meth:`RedisStateStore.write_phase` takes the group's lock (``SET NX PX`` with a random
-  token; the lock the SQLite store gets from ``BEGIN IMMEDIATE``), so the cross-partition
-  merge of item partials never reads a half-written state;
-* reads inside it go to Redis; writes are buffered and applied at the end by one script
-  that first checks the lock still holds this instance's token: all of them or none
-  (a script runs atomically). An instance whose lock expired (paused longer than
-  ``lock_ms``) and was taken over finds another token; its writes are refused and its
-  batch retried, so a stale instance never overwrites the new owner's state (a fencing
-  check, not a lease that is merely hoped to hold);
-* a crash (``kill -9``) anywhere before the script leaves the state as it was; the lock
-  expires after ``lock_ms``.
+* :meth:`RedisStateStore.write_phase` locks the partitions it writes (``SET NX PX`` of
+  ``lock:p:<partition>`` with a random token), and :meth:`~RedisStateStore.merge_phase` the
+  group's one merge lock (``lock:merge``). Instances own disjoint partitions, so their write
+  phases run side by side; only the merges of entities spread over several partitions (item
+  popularity) are serialized (streaming/merge_phase.py), and an instance that finds the merge
+  lock taken does not wait for it;
+* reads inside a phase go to Redis; writes are buffered and applied at the end by one script
+  that first checks every lock still holds this phase's token: all of them or none (a
+  script runs atomically). An instance whose lock expired (paused longer than ``lock_ms``)
+  and was taken over finds another token; its writes are refused and its batch retried, so
+  a stale instance never overwrites the new owner's state (a fencing check, not a lease
+  that is merely hoped to hold);
+* a crash (``kill -9``) anywhere before the script leaves the state as it was; the locks
+  expire after ``lock_ms``.
 
 Layout: the partials of one partition are one hash per kind (``u:<partition>``,
 ``i:<partition>``; field: the user or item id; value: the same JSON as the SQLite
 store), and ``partitions`` is the set of partitions holding partials. A batch of
 5,000 users is then one ``HMGET`` and one ``HSET`` per partition, not 5,000 of each
 (packed by streaming/redis_wire.py), and forgetting a partition deletes two keys.
-Watermarks, dead-letter marks and log ids are hashes per topic.
+Watermarks, dead-letter marks and log ids are hashes per topic; ``dirty:u``/``dirty:i`` hold
+the entities whose merged row is owed to the online store (field: id, value: the token of
+the phase that marked it).
 """
 
 from __future__ import annotations
@@ -34,24 +39,44 @@ from typing import Iterable, Iterator
 from streaming.features import ItemPartial, UserPartial
 from streaming.redis_wire import check, command, execute
 
-_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+_RELEASE = """
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then redis.call('DEL', key) end
+end
+return 1
+"""
 _FENCED_WRITES = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return redis.error_reply('FENCED the state lock expired and was taken over; the batch is retried')
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) ~= ARGV[1] then
+    return redis.error_reply('FENCED the state lock ' .. key .. ' expired and was taken over; the batch is retried')
+  end
 end
 local at = 2
 while at <= #ARGV do
   local n = tonumber(ARGV[at])
-  redis.call(unpack(ARGV, at + 1, at + n))
+  if ARGV[at + 1] == 'HDELIFEQ' then
+    local key = ARGV[at + 2]
+    for j = at + 3, at + n, 2 do
+      if redis.call('HGET', key, ARGV[j]) == ARGV[j + 1] then redis.call('HDEL', key, ARGV[j]) end
+    end
+  else
+    redis.call(unpack(ARGV, at + 1, at + n))
+  end
   at = at + n + 1
 end
 return 1
 """
-"""The buffered writes, each as its argument count and its arguments, applied only while the lock
-holds this instance's token (checked and applied atomically: a script is never interleaved)."""
-LAYOUT = "2"
-"""The key layout's version (``<prefix>layout``): 2 = partials in one hash per (kind, partition).
-An older state (one hash per entity) is refused, never misread."""
+"""The buffered writes, each as its argument count and its arguments, applied only while every lock
+(KEYS) holds this instance's token (checked and applied atomically: a script is never interleaved).
+``HDELIFEQ key field token ...`` deletes each field whose value is still ``token``."""
+LAYOUT = "3"
+"""The key layout's version (``<prefix>layout``): 2 = partials in one hash per (kind, partition)
+under one group lock; 3 = the same hashes, a lock per partition and one for the merge, and the
+``dirty:<kind>`` hashes. A layout-2 state is read as it is (same partials) and marked 3 on the
+first commit, so a layout-2 processor started afterwards refuses it instead of locking differently;
+stop a group's older instances before starting this version. An older state (one hash per entity)
+is refused, never misread."""
+READABLE = ("2", "3")
 _FIELDS_PER_COMMAND = 1000
 """Field/value pairs per HSET/HMGET: a script's ``unpack`` is limited to some 8,000 values."""
 
@@ -81,24 +106,45 @@ class RedisStateStore:
         self.client = redis.Redis(**connection_kwargs(address), socket_timeout=30)
         self.prefix = f"recast:stream-state:{group}:"
         self.path = f"redis://{address.split(',')[0]}/{self.prefix}"  # where, for messages (no password)
-        self.lock_key = self.prefix + "lock"
+        self.merge_lock_key = self.prefix + "lock:merge"
         self.lock_ms, self.lock_wait_s = lock_ms, lock_wait_s
-        self._token: str | None = None
+        self.orphan_age_s = 2 * lock_ms / 1e3
+        """An offline part younger than this may belong to another instance's phase that can still
+        commit (its lock has not expired yet): the orphan cleanup leaves it for later."""
+        self.token: str | None = None
+        self._locks: list[str] = []
         self._writes: list[list] = []
 
     def close(self) -> None:
         self.client.close()
 
-    # -- the write phase: lock, buffered writes, one fenced script
+    def partition_lock_key(self, partition: int) -> str:
+        return f"{self.prefix}lock:p:{partition}"
+
+    # -- phases: locks, buffered writes, one fenced script
     @contextmanager
-    def write_phase(self) -> Iterator["RedisStateStore"]:
+    def write_phase(self, partitions: Iterable[int]) -> Iterator["RedisStateStore"]:
+        """Locks ``partitions`` (the ones the phase writes; sorted, so two phases never wait on each
+        other in a circle), then as the module docstring says."""
+        keys = [self.partition_lock_key(p) for p in sorted(set(partitions))]
+        with self._phase(keys, wait=True) as st:
+            yield st  # type: ignore[misc]
+
+    @contextmanager
+    def merge_phase(self, wait: bool = True) -> Iterator["RedisStateStore | None"]:
+        """The group's one merge lock (streaming/merge_phase.py); ``None`` when ``wait`` is false and
+        another instance holds it."""
+        with self._phase([self.merge_lock_key], wait=wait) as st:
+            yield st
+
+    @contextmanager
+    def _phase(self, keys: list[str], wait: bool) -> Iterator["RedisStateStore | None"]:
         token = uuid.uuid4().hex
-        deadline = time.monotonic() + self.lock_wait_s
-        while not self.client.set(self.lock_key, token, nx=True, px=self.lock_ms):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the state lock {self.lock_key} was held for over {self.lock_wait_s:.0f} s")
-            time.sleep(0.01)
-        self._token, self._writes = token, []
+        held = self._acquire(keys, token, wait)
+        if held is None:
+            yield None
+            return
+        self.token, self._locks, self._writes = token, held, []
         try:
             self._check_layout()
             yield self
@@ -106,8 +152,24 @@ class RedisStateStore:
                 self._write("SET", self.prefix + "layout", LAYOUT)
             self._commit(token)
         finally:
-            self._token, self._writes = None, []
-            self.client.eval(_RELEASE, 1, self.lock_key, token)
+            self.token, self._locks, self._writes = None, [], []
+            if held:
+                self.client.eval(_RELEASE, len(held), *held, token)
+
+    def _acquire(self, keys: list[str], token: str, wait: bool) -> list[str] | None:
+        deadline = time.monotonic() + self.lock_wait_s
+        held: list[str] = []
+        for key in keys:
+            while not self.client.set(key, token, nx=True, px=self.lock_ms):
+                if not wait or time.monotonic() > deadline:
+                    if held:
+                        self.client.eval(_RELEASE, len(held), *held, token)
+                    if not wait:
+                        return None
+                    raise TimeoutError(f"the state lock {key} was held for over {self.lock_wait_s:.0f} s")
+                time.sleep(0.01)
+            held.append(key)
+        return held
 
     _layout_checked = False
 
@@ -116,11 +178,12 @@ class RedisStateStore:
         if self._layout_checked:
             return
         found = self.client.get(self.prefix + "layout")
-        lock = self.lock_key.encode()
-        if found is None and any(k != lock for k in self.client.scan_iter(match=self.prefix + "*", count=1000)):
+        locks = self.prefix.encode() + b"lock"
+        if found is None and any(not k.startswith(locks)
+                                 for k in self.client.scan_iter(match=self.prefix + "*", count=1000)):
             raise RuntimeError(f"the stream state at {self.path} has an older key layout (no layout marker); "
                                "run `recast stream reset` and replay the events topic to rebuild it")
-        if found is not None and found.decode() != LAYOUT:
+        if found is not None and found.decode() not in READABLE:
             raise RuntimeError(f"the stream state at {self.path} has key layout {found.decode()}, this processor "
                                f"reads layout {LAYOUT}; run the matching version or `recast stream reset` and replay")
         self._layout_checked = True
@@ -128,19 +191,21 @@ class RedisStateStore:
     def _commit(self, token: str) -> None:
         if not self._writes:
             return
-        args: list = ["EVAL", _FENCED_WRITES, 1, self.lock_key, token]
+        if not self._locks:
+            raise RuntimeError("state writes need a lock: pass the partitions the write phase writes")
+        args: list = ["EVAL", _FENCED_WRITES, len(self._locks), *self._locks, token]
         for cmd in self._writes:
             args.append(len(cmd))
             args.extend(cmd)
         (reply,) = execute(self.client, [command(args)])
         if isinstance(reply, Exception):
             if "FENCED" in str(reply):
-                raise RuntimeError("the state lock expired and was taken over; the batch is retried") from reply
+                raise RuntimeError(f"{str(reply).removeprefix('FENCED ')}") from reply
             raise reply
 
     def _write(self, *cmd) -> None:
-        if self._token is None:
-            raise RuntimeError("state writes happen inside write_phase()")
+        if self.token is None:
+            raise RuntimeError("state writes happen inside write_phase() or merge_phase()")
         self._writes.append(list(cmd))
 
     def _hash(self, name: str) -> dict[int, int]:
@@ -184,9 +249,9 @@ class RedisStateStore:
     def _partitions(self) -> list[int]:
         return sorted(int(p) for p in self.client.smembers(self.prefix + "partitions"))
 
-    def _partials(self, kind: str, keys: list[str], loads) -> dict:
+    def _partials(self, kind: str, keys: list[str], loads, partitions: Iterable[int] | None) -> dict:
         out: dict = {}
-        parts = self._partitions() if keys else []
+        parts = (self._partitions() if partitions is None else sorted(set(partitions))) if keys else []
         if not parts:
             return out
         chunks = [keys[i:i + _FIELDS_PER_COMMAND * 4] for i in range(0, len(keys), _FIELDS_PER_COMMAND * 4)]
@@ -202,11 +267,44 @@ class RedisStateStore:
                     by_part[p] = loads(v)
         return out
 
-    def user_partials(self, users: Iterable[str]) -> dict[str, dict[int, UserPartial]]:
-        return self._partials("u", list(users), UserPartial.loads)
+    def user_partials(self, users: Iterable[str], partitions: Iterable[int] | None = None
+                      ) -> dict[str, dict[int, UserPartial]]:
+        """Each user's partials by partition (of ``partitions`` only, when given)."""
+        return self._partials("u", list(users), UserPartial.loads, partitions)
 
-    def item_partials(self, items: Iterable[str]) -> dict[str, dict[int, ItemPartial]]:
-        return self._partials("i", list(items), ItemPartial.loads)
+    def item_partials(self, items: Iterable[str], partitions: Iterable[int] | None = None
+                      ) -> dict[str, dict[int, ItemPartial]]:
+        return self._partials("i", list(items), ItemPartial.loads, partitions)
+
+    # -- entities whose merged row is owed to the online store (streaming/merge_phase.py)
+    def mark_dirty(self, kind: str, keys: Iterable[str]) -> None:
+        """Inside a phase: ``keys`` of ``kind`` (``u``/``i``) need their merged row written."""
+        self._hset_many(f"dirty:{kind}", [x for k in keys for x in (k, self.token)])
+
+    def remark_dirty(self, kind: str, keys: Iterable[str]) -> None:
+        """Outside any phase: mark again (a merge whose commit failed after it wrote its rows); needs
+        no lock, since marking more than needed only costs a merge."""
+        token, keys = uuid.uuid4().hex, list(keys)
+        for start in range(0, len(keys), _FIELDS_PER_COMMAND):
+            self.client.hset(self.prefix + f"dirty:{kind}",
+                             mapping=dict.fromkeys(keys[start:start + _FIELDS_PER_COMMAND], token))
+
+    def dirty(self) -> dict[str, dict[str, str]]:
+        """Kind -> {key: the token of the phase that marked it}."""
+        replies = check(execute(self.client, [command(["HGETALL", self.prefix + f"dirty:{kind}"]) for kind in "ui"]))
+        return {kind: {k.decode(): v.decode() for k, v in zip(flat[::2], flat[1::2])}
+                for kind, flat in zip("ui", replies)}
+
+    def clear_dirty(self, seen: dict[str, dict[str, str]]) -> None:
+        """Unmark what a merge wrote, unless a later phase marked it again (another token)."""
+        for kind, keys in seen.items():
+            fields = [x for kv in keys.items() for x in kv]
+            for start in range(0, len(fields), 2 * _FIELDS_PER_COMMAND):
+                self._write("HDELIFEQ", self.prefix + f"dirty:{kind}", *fields[start:start + 2 * _FIELDS_PER_COMMAND])
+
+    def _hset_many(self, name: str, fields: list) -> None:
+        for start in range(0, len(fields), 2 * _FIELDS_PER_COMMAND):
+            self._write("HSET", self.prefix + name, *fields[start:start + 2 * _FIELDS_PER_COMMAND])
 
     def _put(self, kind: str, rows: Iterable[tuple[str, int, UserPartial | ItemPartial]]) -> None:
         by_part: dict[int, list] = {}
@@ -250,5 +348,6 @@ class RedisStateStore:
         lengths = check(execute(self.client, [command(["HLEN", f"{self.prefix}{kind}:{p}"])
                                               for kind in ("u", "i") for p in parts])) if parts else []
         n = len(parts)
+        owed = sum(self.client.hlen(self.prefix + f"dirty:{kind}") for kind in "ui")
         return {"users": sum(lengths[:n]), "items": sum(lengths[n:]),
-                "offline_parts": self.client.scard(self.prefix + "parts")}
+                "offline_parts": self.client.scard(self.prefix + "parts"), "merges_owed": owed}

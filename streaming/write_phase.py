@@ -20,13 +20,14 @@ from typing import Iterator
 
 from streaming.dead_letter import dead_letter_record, excerpt_limit, send_dead_letters
 from streaming.events import InteractionV1, InvalidEvent
-from streaming.features import ItemPartial, UserPartial, merge_item, merge_user
+from streaming.features import ItemPartial, UserPartial, merge_user
 
 log = logging.getLogger("recast.stream")
 
 FAULT_ENV = "RECAST_STREAM_FAULT"
 """Failpoint for the reliability tests: ``point:n`` SIGKILLs this process the n-th time it reaches
-``point`` (``before_push``, ``after_push``, ``after_state_commit``)."""
+``point`` (``before_push``, ``after_push``, ``after_state_commit``; ``after_merge_push`` in
+streaming/merge_phase.py)."""
 
 
 @dataclass
@@ -74,8 +75,8 @@ class MicroBatchWriter:
     batch's CPU time at a million users. It runs again between batches.
 
     Uses the processor's attributes (settings, topic, group, state, sink, dlq, consumer, metrics, log_ids,
-    fault, last_n, item_vocab, write_offline, pending, applied, totals, _cleanup_parts) and its
-    ``_update_lag()``.
+    fault, last_n, item_vocab, write_offline, pending, applied, totals, merge_owed, _cleanups) and its
+    ``_update_lag()`` and ``merge()`` (streaming/merge_phase.py).
     """
 
     def flush(self) -> int:
@@ -86,23 +87,38 @@ class MicroBatchWriter:
             return 0
         try:
             with paused_gc():
-                return self._write(batch)
+                applied = self._write(batch)
         except BaseException:
             with self.pending_lock:
                 self.pending = batch + self.pending  # not applied: retried by the next flush (or replayed)
             raise
+        if self.merge_owed:
+            self.merge(wait=False)  # another instance merging: retried by the loop (streaming/merge_phase.py)
+        return applied
+
+    def _remove_orphan_parts(self, st) -> None:
+        """Delete the group's offline parts that no committed phase recorded (due after an assignment).
+
+        A part is written before its phase commits, so a part younger than the store's
+        ``orphan_age_s`` may be another instance's phase in flight (Redis: its partition lock has
+        not expired; SQLite: 0, the host lock excludes it): left for the second cleanup the
+        assignment scheduled that much later.
+        """
+        now = time.monotonic()
+        if not self._cleanups or self._cleanups[0] > now:
+            return
+        self._cleanups = [t for t in self._cleanups if t > now]
+        removed = self.sink.remove_orphans(self.group, st.offline_parts(), min_age_s=self.state.orphan_age_s)
+        if removed:
+            log.warning("removed %d offline parts of batches that never committed", len(removed))
 
     def _write(self, batch: list[_Record]) -> int:
         started = time.perf_counter()
         marks = self.state.watermarks(self.topic)  # this instance owns the batch's partitions: a stable read
         ahead, _ = applicable(batch, marks, self.refetched)
         self._dead_letter([r for r in ahead if r.error is not None])
-        with self.state.write_phase() as st:
-            if self._cleanup_parts:
-                removed = self.sink.remove_orphans(self.group, st.offline_parts())
-                if removed:
-                    log.warning("removed %d offline parts of batches that never committed", len(removed))
-                self._cleanup_parts = False
+        with self.state.write_phase(sorted({r.partition for r in batch})) as st:
+            self._remove_orphan_parts(st)
             marks = st.watermarks(self.topic)
             fresh, ends = applicable(batch, marks, self.refetched)
             beyond = [r for r in batch if r.offset >= ends[r.partition]]  # after a hole: fetched again
@@ -113,7 +129,7 @@ class MicroBatchWriter:
             users = {r.event.user for r in valid}  # type: ignore[union-attr]
             items = {r.event.item for r in valid}  # type: ignore[union-attr]
             up = st.user_partials(users)
-            ip = st.item_partials(items)
+            ip = st.item_partials(items, partitions=ends)  # this phase's partitions: merged later
             touched_u: set[tuple[str, int]] = set()
             touched_i: set[tuple[str, int]] = set()
             last_n = self.last_n
@@ -128,24 +144,23 @@ class MicroBatchWriter:
                 touched_i.add((e.item, part))
             user_rows = [{"user": u, **merge_user(list(up[u].values()), self.last_n, self.item_vocab)}
                          for u in sorted(users)]
-            item_rows = [{"item": i, **merge_item(list(ip[i].values()))} for i in sorted(items)]
+            spread = [u for u in users if len(up[u]) > 1]  # not keyed by user: other partitions' owners write too
 
             self.fault.hit("before_push")
             parts, pushes = [], []
             try:
-                for view, rows, push in (("user", user_rows, self.sink.push_users),
-                                         ("item", item_rows, self.sink.push_items)):
-                    pending = push(rows)
-                    if pending is None:
-                        continue
-                    pushes.append((view, len(rows), pending))
+                pending = self.sink.push_users(user_rows)
+                if pending is not None:
+                    pushes.append(("user", len(user_rows), pending))
                     if self.write_offline:
-                        parts.append(self.sink.write_offline(pending.table, view, self.group))
+                        parts.append(self.sink.write_offline(pending.table, "user", self.group))
                 # buffered in the state's transaction while the online store writes; committed below,
                 # only once every push is acknowledged
                 next_offsets = ends
                 st.put_users((u, p, up[u][p]) for u, p in touched_u)
                 st.put_items((i, p, ip[i][p]) for i, p in touched_i)
+                st.mark_dirty("i", items)  # their rows merge every partition: streaming/merge_phase.py
+                st.mark_dirty("u", spread)
                 for view, n_rows, pending in pushes:
                     self.metrics.push_seconds.labels(view).observe(pending.wait())
                     self.metrics.batch_rows.labels(view).observe(n_rows)
@@ -163,6 +178,7 @@ class MicroBatchWriter:
             first = min(r.offset for r in batch)
             st.add_offline_parts((name, self.topic, -1, first, first + len(batch)) for name in parts)
         self.fault.hit("after_state_commit")
+        self.merge_owed = self.merge_owed or bool(items or spread)
         self._commit(next_offsets)
         self.applied.update(next_offsets)
         for p in {r.partition for r in fresh}:
@@ -182,7 +198,7 @@ class MicroBatchWriter:
         self.totals["duplicate_skipped"] += skipped
         self.totals["batches"] += 1
         self._update_lag()
-        log.debug("batch: %d records, %d users, %d items, %.1f ms", len(batch), len(user_rows), len(item_rows),
+        log.debug("batch: %d records, %d users, %d items, %.1f ms", len(batch), len(user_rows), len(items),
                   (time.perf_counter() - started) * 1e3)
         return len(valid)
 
@@ -222,7 +238,7 @@ class MicroBatchWriter:
         topic = self.settings.kafka.dead_letter_topic
         acked, error = send_dead_letters(self.dlq, topic, letters, timeout_s=s.dead_letter_timeout_s)
         if acked:
-            with self.state.write_phase() as st:
+            with self.state.write_phase(acked) as st:
                 st.set_dead_letter_marks(self.topic, acked)
         for r in todo:
             if r.offset < acked.get(r.partition, 0):

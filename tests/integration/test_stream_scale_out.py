@@ -82,18 +82,18 @@ def test_a_stale_instance_cannot_commit_after_its_lock_was_taken_over(stack: Str
     stale = RedisStateStore(address, "fencing", lock_ms=200)
     fresh = RedisStateStore(address, "fencing", lock_ms=5_000)
     with pytest.raises(RuntimeError, match="taken over"):
-        with stale.write_phase() as st:
+        with stale.write_phase([0]) as st:
             st.set_watermarks("t", {0: 10})
             time.sleep(0.4)  # paused past its lock: another instance takes over and commits
-            with fresh.write_phase() as other:
+            with fresh.write_phase([0]) as other:
                 other.set_watermarks("t", {0: 5})
     assert fresh.watermarks("t") == {0: 5}  # the stale write never landed
     with pytest.raises(ValueError):
-        with fresh.write_phase() as st:
+        with fresh.write_phase([0]) as st:
             st.set_watermarks("t", {0: 7})
             raise ValueError("a failed batch")
     assert fresh.watermarks("t") == {0: 5}  # nothing of a failed write phase is applied
-    with fresh.write_phase():
+    with fresh.write_phase([0]):
         pass  # the lock was released
 
 
@@ -117,9 +117,9 @@ def test_a_state_in_an_older_key_layout_is_refused_not_misread(stack: StreamStac
     client.hset("recast:stream-state:old-layout:u:0", 0, '[1,[],[],[],[]]')
     store = RedisStateStore(stack.redis.address, "old-layout")
     with pytest.raises(RuntimeError, match="older key layout.*recast stream reset"):
-        with store.write_phase():
+        with store.write_phase([0]):
             pass
     assert store.clear() == 1
-    with store.write_phase() as st:  # a reset group starts in the current layout
+    with store.write_phase([0]) as st:  # a reset group starts in the current layout
         st.set_watermarks("t", {0: 1})
     assert client.get("recast:stream-state:old-layout:layout") == LAYOUT.encode()

@@ -134,7 +134,7 @@ class Sink:
     def write_offline(self, frame, kind, prefix):
         return f"{kind}/x.parquet"
 
-    def remove_orphans(self, prefix, recorded):
+    def remove_orphans(self, prefix, recorded, min_age_s=0.0):
         return []
 
 
