@@ -100,7 +100,8 @@ def run_mode(stack: StreamStack, name: str, events, batch: int, wait_ms: int, of
     push_s = v("recast_stream_push_seconds_sum", {"view": "user"}) + v("recast_stream_push_seconds_sum", {"view": "item"})
     rows = v("recast_stream_batch_rows_sum", {"view": "user"}) + v("recast_stream_batch_rows_sum", {"view": "item"})
     user_rows = v("recast_stream_batch_rows_sum", {"view": "user"})
-    write_s = v("recast_stream_batch_seconds_sum")  # the write phases: the group's lock is held through them
+    write_s = v("recast_stream_batch_seconds_sum")  # write phases: they lock only their own partitions
+    merge_s = v("recast_stream_merge_seconds_sum")  # merge phases: the group's one merge lock is held through them
     assert totals["processed"] == len(events), totals
     batches = totals["batches"]
     out = {
@@ -110,12 +111,22 @@ def run_mode(stack: StreamStack, name: str, events, batch: int, wait_ms: int, of
         "cpu_us_per_event": 1e6 * cpu / totals["processed"],
         "pushes": int(pushes), "rows_per_push": rows / pushes, "push_ms_mean": 1e3 * push_s / pushes,
         "push_ms_per_batch": 1e3 * push_s / batches, "push_share": push_s / elapsed, "offline_parquet": offline,
-        "write_phase_share": write_s / elapsed,
+        "write_phase_share": write_s / elapsed, "merge_phase_share": merge_s / elapsed,
         "push_path": "resolved once" if resolve_once else "FeatureStore.push", "load_1m": os.getloadavg()[0],
     }
     progress(f"{name}: {out['events_per_s']:,.0f} events/s, {out['cpu_ms_per_batch']:.0f} CPU ms/batch "
              f"(load {out['load_1m']:.2f})")
     return out
+
+
+def host_cpu() -> tuple[int, int]:
+    """(busy, total) jiffies of every CPU of the host since boot (/proc/stat; (0, 0) where there is none)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields[:8]) - idle, sum(fields[:8])
 
 
 def scale_out(stack: StreamStack, users: int, n_events: int, batch: int, wait_ms: int, repeat: int = 0) -> list[dict]:
@@ -134,16 +145,16 @@ def scale_out(stack: StreamStack, users: int, n_events: int, batch: int, wait_ms
         try:
             while (first := sum(s.watermarks().values())) == 0:
                 time.sleep(0.01)
-            started = time.perf_counter()
+            started, busy0 = time.perf_counter(), host_cpu()
             s.wait_watermarks(ends, timeout_s=1800)
-            elapsed = time.perf_counter() - started
+            elapsed, busy1 = time.perf_counter() - started, host_cpu()
         finally:
             for p in procs:
                 p.terminate()
             for p in procs:
                 p.join(timeout=60)
         r = {"instances": n, "events": total - first, "events_per_s": (total - first) / elapsed,
-             "load_1m": os.getloadavg()[0]}
+             "host_cpu_busy": (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]), "load_1m": os.getloadavg()[0]}
         progress(f"scale-out, {n} instance(s): {r['events_per_s']:,.0f} events/s (load {r['load_1m']:.2f})")
         out.append(r)
     return out
@@ -213,17 +224,21 @@ def key_space_curve(args) -> None:
                                                   "scale_out": scaled, "reads": reads})
     rows = [[r["online_store"], r["key_space"], r["distinct_users"], r["events_per_s"], r["cpu_ms_per_batch"],
              r["cpu_us_per_event"], r["user_rows_per_batch"], r["rows_per_push"], r["push_ms_per_batch"],
-             r["push_ms_mean"], 100 * r["write_phase_share"], r["load_1m"]] for r in results]
+             r["push_ms_mean"], 100 * r["write_phase_share"], 100 * r["merge_phase_share"], r["load_1m"]]
+            for r in results]
     print()
     print(f"Stream processor, synthetic events ({args.events:,} per row), users uniform over the key space; "
           f"medians of {args.repeats} runs")
     print(table(["online store", "key space", "distinct users", "events/s", "CPU ms/batch", "CPU us/event",
-                 "user rows/batch", "rows/write", "write ms/batch", "write ms (mean)", "% in write phase", "load 1m"],
+                 "user rows/batch", "rows/write", "write ms/batch", "write ms (mean)", "% in write phase",
+                 "% in merge phase", "load 1m"],
                 rows, digits=1))
     print(f"\nbatch <= {args.batch} events or {args.wait_ms} ms; 4 partitions; one processor instance; parquet "
           f"{'off' if args.no_parquet else 'on'}; state store {args.state_store}. CPU = the processor process only "
-          "(not the broker or Redis). % in write phase: the share of the wall time inside write phases, which hold "
-          "the group's one lock: N instances overlap only the rest (Amdahl: at most N / (1 + (N - 1) share) x one).")
+          "(not the broker or Redis). % in write phase: the share of the wall time inside write phases, which lock "
+          "only their own partitions. % in merge phase: inside merge phases, which hold the group's one merge lock "
+          "(streaming/merge_phase.py); an instance finding it taken does not wait, so it bounds a group only once "
+          "the merges of all instances fill it (about 1 / share instances, fewer rows per merge as they coalesce).")
     print("\nGateway online reads (features/online.py: one user; 100 candidate items), ms, after the rows above:")
     print(table(["online store", "user p50", "user p99", "100 items p50", "100 items p99", "load 1m"],
                 [[r["online_store"], r["user_ms_p50"], r["user_ms_p99"], r["items100_ms_p50"], r["items100_ms_p99"],
@@ -231,9 +246,11 @@ def key_space_curve(args) -> None:
     if scaled:
         print(f"\nScale-out: instances of one group on the {args.state_store} state store, Redis online store, "
               f"{max(args.users):,} users (forked processes on this host), medians of {args.repeats}")
-        print(table(["instances", "events", "events/s", "x one instance", "load 1m"],
+        print(table(["instances", "events", "events/s", "x one instance", "host CPU busy %", "load 1m"],
                     [[r["instances"], r["events"], r["events_per_s"], ratio(r["events_per_s"], scaled[0]["events_per_s"]),
-                      r["load_1m"]] for r in scaled], digits=2))
+                      100 * r["host_cpu_busy"], r["load_1m"]] for r in scaled], digits=2))
+        print(f"host CPU busy %: all {os.cpu_count()} CPUs of the host (processors, broker, Redis, anything else) "
+              "during the timed window; near 100, the host's cores bound the ratio, not the processors.")
     print(f"host: {os.cpu_count()} CPUs shared with other work; 1-min load average {LOAD_AT_START:.2f} at start, "
           f"{os.getloadavg()[0]:.2f} at end")
     print(f"raw numbers: {path}")

@@ -139,6 +139,8 @@ class RedisStateStore:
 
     @contextmanager
     def _phase(self, keys: list[str], wait: bool) -> Iterator["RedisStateStore | None"]:
+        if self.token is not None:
+            raise RuntimeError("state phases do not nest: the inner one would take the outer one's writes")
         token = uuid.uuid4().hex
         held = self._acquire(keys, token, wait)
         if held is None:
@@ -292,8 +294,11 @@ class RedisStateStore:
     def dirty(self) -> dict[str, dict[str, str]]:
         """Kind -> {key: the token of the phase that marked it}."""
         replies = check(execute(self.client, [command(["HGETALL", self.prefix + f"dirty:{kind}"]) for kind in "ui"]))
-        return {kind: {k.decode(): v.decode() for k, v in zip(flat[::2], flat[1::2])}
-                for kind, flat in zip("ui", replies)}
+        out = {}
+        for kind, reply in zip("ui", replies):  # a flat list, or a dict from hiredis's parser
+            pairs = reply.items() if isinstance(reply, dict) else zip(reply[::2], reply[1::2])
+            out[kind] = {k.decode(): v.decode() for k, v in pairs}
+        return out
 
     def clear_dirty(self, seen: dict[str, dict[str, str]]) -> None:
         """Unmark what a merge wrote, unless a later phase marked it again (another token)."""

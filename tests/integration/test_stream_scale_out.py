@@ -123,3 +123,57 @@ def test_a_state_in_an_older_key_layout_is_refused_not_misread(stack: StreamStac
     with store.write_phase([0]) as st:  # a reset group starts in the current layout
         st.set_watermarks("t", {0: 1})
     assert client.get("recast:stream-state:old-layout:layout") == LAYOUT.encode()
+
+
+def test_write_phases_of_other_partitions_never_wait_and_the_merge_lock_is_only_tried(stack: StreamStack) -> None:
+    address = stack.redis.address
+    first = RedisStateStore(address, "locks")
+    second = RedisStateStore(address, "locks", lock_wait_s=0.3)
+    with first.write_phase([0, 1]) as st:
+        st.set_watermarks("t", {0: 1, 1: 1})
+        with second.write_phase([2]) as other:  # another instance's partition: no wait
+            other.set_watermarks("t", {2: 1})
+        with pytest.raises(TimeoutError, match="lock:p:1"):
+            with second.write_phase([1, 2]):
+                pass
+        merger = RedisStateStore(address, "locks")
+        with merger.merge_phase() as merging:
+            with second.merge_phase(wait=False) as busy:
+                assert busy is None  # held: the caller goes on instead of waiting
+            merging.mark_dirty("i", ["a"])
+        with pytest.raises(RuntimeError, match="do not nest"):
+            with first.merge_phase():
+                pass
+    assert first.watermarks("t") == {0: 1, 1: 1, 2: 1} and set(first.dirty()["i"]) == {"a"}
+    with second.write_phase([1]) as st:  # released, and partition 2's lock too after the timeout
+        st.set_watermarks("t", {1: 2})
+
+
+def test_a_dirty_mark_made_after_a_merge_read_the_marks_survives_its_commit(stack: StreamStack) -> None:
+    store = RedisStateStore(stack.redis.address, "dirty")
+    with store.write_phase([0]) as st:
+        st.mark_dirty("i", ["a", "b"])
+        st.mark_dirty("u", ["x"])
+    seen = store.dirty()
+    assert set(seen["i"]) == {"a", "b"} and set(seen["u"]) == {"x"}
+    with store.write_phase([1]) as st:
+        st.mark_dirty("i", ["a"])  # committed between the merge's snapshot and its commit
+    with store.merge_phase() as st:
+        st.clear_dirty(seen)
+    after = store.dirty()
+    assert list(after["i"]) == ["a"] and after["i"]["a"] != seen["i"]["a"] and after["u"] == {}
+    store.remark_dirty("i", ["b"])
+    assert set(store.dirty()["i"]) == {"a", "b"} and store.counts()["merges_owed"] == 2
+
+
+def test_a_layout_2_state_is_read_and_marked_3(stack: StreamStack) -> None:
+    """Layout 2 had the same partials under one group lock: read as it is, marked 3 on the first commit
+    (so a layout-2 processor started afterwards refuses it instead of taking a different lock)."""
+    client = redis.Redis(**connection_kwargs(stack.redis.address))
+    client.set("recast:stream-state:layout2:layout", "2")
+    client.hset("recast:stream-state:layout2:wm:t", "0", "7")
+    store = RedisStateStore(stack.redis.address, "layout2")
+    with store.write_phase([0]) as st:
+        assert st.watermarks("t") == {0: 7}
+        st.set_watermarks("t", {0: 8})
+    assert client.get("recast:stream-state:layout2:layout") == LAYOUT.encode() == b"3"
