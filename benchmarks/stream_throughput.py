@@ -119,6 +119,9 @@ def run_mode(stack: StreamStack, name: str, events, batch: int, wait_ms: int, of
     return out
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
 def host_cpu() -> tuple[int, int]:
     """(busy, total) jiffies of every CPU of the host since boot (/proc/stat; (0, 0) where there is none)."""
     try:
@@ -154,7 +157,9 @@ def scale_out(stack: StreamStack, users: int, n_events: int, batch: int, wait_ms
             for p in procs:
                 p.join(timeout=60)
         r = {"instances": n, "events": total - first, "events_per_s": (total - first) / elapsed,
-             "host_cpu_busy": (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]), "load_1m": os.getloadavg()[0]}
+             "host_cpu_busy": (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]),
+             "host_cpu_us_per_event": 1e6 * (busy1[0] - busy0[0]) / CLOCK_TICKS / (total - first),
+             "load_1m": os.getloadavg()[0]}
         progress(f"scale-out, {n} instance(s): {r['events_per_s']:,.0f} events/s (load {r['load_1m']:.2f})")
         out.append(r)
     return out
@@ -246,11 +251,14 @@ def key_space_curve(args) -> None:
     if scaled:
         print(f"\nScale-out: instances of one group on the {args.state_store} state store, Redis online store, "
               f"{max(args.users):,} users (forked processes on this host), medians of {args.repeats}")
-        print(table(["instances", "events", "events/s", "x one instance", "host CPU busy %", "load 1m"],
-                    [[r["instances"], r["events"], r["events_per_s"], ratio(r["events_per_s"], scaled[0]["events_per_s"]),
-                      100 * r["host_cpu_busy"], r["load_1m"]] for r in scaled], digits=2))
-        print(f"host CPU busy %: all {os.cpu_count()} CPUs of the host (processors, broker, Redis, anything else) "
-              "during the timed window; near 100, the host's cores bound the ratio, not the processors.")
+        print(table(["instances", "events", "events/s", "x one instance", "host CPU busy %", "host CPU us/event",
+                     "load 1m"],
+                    [[int(r["instances"]), int(r["events"]), r["events_per_s"],
+                      ratio(r["events_per_s"], scaled[0]["events_per_s"]), 100 * r["host_cpu_busy"],
+                      r["host_cpu_us_per_event"], r["load_1m"]] for r in scaled], digits=2))
+        print(f"host CPU: all {os.cpu_count()} CPUs of the host (processors, broker, Redis, anything else) during "
+              "the timed window. Busy near 100%: the host's cores bound the ratio, not the processors; CPU us/event "
+              "that stays flat from one instance to two: nothing but cores stands between them and 2x.")
     print(f"host: {os.cpu_count()} CPUs shared with other work; 1-min load average {LOAD_AT_START:.2f} at start, "
           f"{os.getloadavg()[0]:.2f} at end")
     print(f"raw numbers: {path}")

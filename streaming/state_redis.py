@@ -46,10 +46,13 @@ end
 return 1
 """
 _FENCED_WRITES = """
-for _, key in ipairs(KEYS) do
-  if redis.call('GET', key) ~= ARGV[1] then
-    return redis.error_reply('FENCED the state lock ' .. key .. ' expired and was taken over; the batch is retried')
+for i = 1, #KEYS - 1 do
+  if redis.call('GET', KEYS[i]) ~= ARGV[1] then
+    return redis.error_reply('FENCED the state lock ' .. KEYS[i] .. ' expired and was taken over; the batch is retried')
   end
+end
+if redis.call('EXISTS', KEYS[#KEYS]) == 1 then
+  return redis.error_reply('FENCED a layout-2 processor of this group holds its group lock; the batch is retried')
 end
 local at = 2
 while at <= #ARGV do
@@ -67,14 +70,17 @@ end
 return 1
 """
 """The buffered writes, each as its argument count and its arguments, applied only while every lock
-(KEYS) holds this instance's token (checked and applied atomically: a script is never interleaved).
+(KEYS but the last) holds this instance's token and the last, layout 2's group lock, is not held by an
+older processor during a rolling upgrade (checked and applied atomically: a script is never interleaved).
 ``HDELIFEQ key field token ...`` deletes each field whose value is still ``token``."""
 LAYOUT = "3"
 """The key layout's version (``<prefix>layout``): 2 = partials in one hash per (kind, partition)
 under one group lock; 3 = the same hashes, a lock per partition and one for the merge, and the
 ``dirty:<kind>`` hashes. A layout-2 state is read as it is (same partials) and marked 3 on the
-first commit, so a layout-2 processor started afterwards refuses it instead of locking differently;
-stop a group's older instances before starting this version. An older state (one hash per entity)
+first commit, so a layout-2 processor started afterwards refuses it instead of locking differently.
+Layout-2 processors still running (a rolling upgrade) hold the group lock ``lock`` in their write
+phases: a commit of this version is refused while it is held, so the two never apply the same
+records; item rows written by the older ones may lag until the item's next merge. An older state (one hash per entity)
 is refused, never misread."""
 READABLE = ("2", "3")
 _FIELDS_PER_COMMAND = 1000
@@ -195,7 +201,8 @@ class RedisStateStore:
             return
         if not self._locks:
             raise RuntimeError("state writes need a lock: pass the partitions the write phase writes")
-        args: list = ["EVAL", _FENCED_WRITES, len(self._locks), *self._locks, token]
+        keys = [*self._locks, self.prefix + "lock"]  # the last: layout 2's group lock, which must be free
+        args: list = ["EVAL", _FENCED_WRITES, len(keys), *keys, token]
         for cmd in self._writes:
             args.append(len(cmd))
             args.extend(cmd)

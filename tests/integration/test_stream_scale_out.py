@@ -173,6 +173,11 @@ def test_a_layout_2_state_is_read_and_marked_3(stack: StreamStack) -> None:
     client.set("recast:stream-state:layout2:layout", "2")
     client.hset("recast:stream-state:layout2:wm:t", "0", "7")
     store = RedisStateStore(stack.redis.address, "layout2")
+    client.set("recast:stream-state:layout2:lock", "older-processor", px=60_000)  # a rolling upgrade
+    with pytest.raises(RuntimeError, match="layout-2 processor"):
+        with store.write_phase([0]) as st:
+            st.set_watermarks("t", {0: 99})  # it could be applying the same records: refused
+    client.delete("recast:stream-state:layout2:lock")
     with store.write_phase([0]) as st:
         assert st.watermarks("t") == {0: 7}
         st.set_watermarks("t", {0: 8})
