@@ -183,8 +183,12 @@ class StreamSettings(BaseModel):
     state_redis_address: str | None = None
     """host:port of the state Redis; None: ``feast.redis_address``."""
     state_lock_ms: int = Field(30_000, ge=1000)
-    """``redis``: how long the group's write lock outlives a killed holder; a write phase longer than
-    this is refused at its commit (another instance may have taken over) and retried."""
+    """``redis``: how long a partition's (or the merge's) lock outlives a killed holder; a phase longer
+    than this is refused at its commit (another instance may have taken over) and retried."""
+    merge_interval_ms: int = Field(500, ge=0)
+    """Least time between two merge phases of an instance (streaming/merge_phase.py): the rows of items
+    touched by the batches in between are written once, so at full load a merge serves about two
+    batches; item rows are then up to this much (plus a merge) older than user rows. 0: after every batch."""
 
 
 class AbtestSettings(BaseModel):

@@ -21,7 +21,8 @@ lock, re-reads). A kill -9 anywhere leaves the marks (until step 4) and the next
 any instance writes them; an instance starts owing a merge for that reason.
 
 Why it scales: the write phases of instances never wait on one another, and the merge
-lock is only *tried* after a batch. An instance that finds it taken goes on with its next
+lock is only *tried* after a batch (at most every ``stream.merge_interval_ms``, so that one
+merge serves the batches in between). An instance that finds it taken goes on with its next
 batch, because the holder's merge, or one after it, will write its rows; its merge stays
 owed and is tried again each loop turn, and waited for at the end of ``run()`` and in
 ``close()``. One merge writes every entity dirty at that moment, so while instances keep each
@@ -45,10 +46,18 @@ from streaming.write_phase import paused_gc
 
 log = logging.getLogger("recast.stream")
 
+BUSY_RETRY_S = 0.05
+"""After finding the merge lock taken, try again this much later (the loop polls meanwhile)."""
+
 
 class MergePhase:
     """``merge()`` of ``StreamProcessor``. Uses the processor's attributes (state, sink, group, topic,
-    metrics, fault, last_n, item_vocab, write_offline, merge_owed, totals)."""
+    metrics, fault, last_n, item_vocab, write_offline, merge_owed, next_merge_at, merge_interval_s, totals)."""
+
+    def merge_due(self) -> bool:
+        """A merge is owed and its time has come: ``stream.merge_interval_ms`` after the last one ended,
+        ``BUSY_RETRY_S`` after the lock was found taken."""
+        return self.merge_owed and time.monotonic() >= self.next_merge_at
 
     def merge(self, wait: bool) -> bool:
         """Run one merge; ``False`` when ``wait`` is false and another instance holds the merge lock."""
@@ -59,6 +68,7 @@ class MergePhase:
             with paused_gc(), self.state.merge_phase(wait) as st:
                 if st is None:
                     self.metrics.merges.labels("busy").inc()
+                    self.next_merge_at = time.monotonic() + min(self.merge_interval_s, BUSY_RETRY_S)
                     return False
                 seen = st.dirty()
                 parts = self._write_merged(st, seen, pushes)
@@ -72,6 +82,7 @@ class MergePhase:
                 self._remark(seen)
             raise
         self.merge_owed = False
+        self.next_merge_at = time.monotonic() + self.merge_interval_s
         self.metrics.merges.labels("done").inc()
         self.metrics.merge_seconds.observe(time.perf_counter() - started)
         self.totals["merges"] += 1

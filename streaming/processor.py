@@ -123,6 +123,8 @@ class StreamProcessor(RebalanceHandling, MicroBatchWriter, MergePhase):
         """Topic id of the log each partition's watermark counts in (streaming/log_reset.py)."""
         self._cleanups = cleanup_times(self.state)
         self.merge_owed = True
+        self.next_merge_at = 0.0
+        self.merge_interval_s = settings.stream.merge_interval_ms / 1e3
         """A merge is owed (streaming/merge_phase.py): after this instance's phases marked rows dirty, and at
         start, for what a crashed instance left marked."""
         self.stop_requested = False
@@ -246,18 +248,20 @@ class StreamProcessor(RebalanceHandling, MicroBatchWriter, MergePhase):
         while not self.stop_requested:
             wait = self.batch_max_wait_s if not self.pending else max(
                 0.0, self.batch_max_wait_s - (time.monotonic() - self.pending_since))
+            if self.merge_owed:  # an owed merge waits for its time, not for the next batch
+                wait = min(wait, max(0.0, self.next_merge_at - time.monotonic()))
             n = self.poll_once(int(wait * 1000) if wait else 0)
             now = time.monotonic()
             if n:
                 last_data = now
             due = self.pending and (len(self.pending) >= self.batch_max_events
                                     or now - self.pending_since >= self.batch_max_wait_s)
-            if due or self.merge_owed:
+            if due or self.merge_due():
                 try:
                     if due:
                         self.flush()  # and the merge it owes
                     else:
-                        self.merge(wait=False)  # owed since another instance held the lock
+                        self.merge(wait=False)  # owed: another instance held the lock, or the interval was not over
                     failures = 0
                 except Exception:
                     # Feast or the DLQ failed: nothing of the batch (or merge) was committed; retry it with backoff

@@ -92,7 +92,7 @@ class MicroBatchWriter:
             with self.pending_lock:
                 self.pending = batch + self.pending  # not applied: retried by the next flush (or replayed)
             raise
-        if self.merge_owed:
+        if self.merge_due():
             self.merge(wait=False)  # another instance merging: retried by the loop (streaming/merge_phase.py)
         return applied
 

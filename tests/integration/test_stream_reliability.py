@@ -103,19 +103,19 @@ def test_kill_9_mid_stream_then_restart_equals_recomputation(stack: StreamStack)
 
 
 def test_crashes_inside_the_write_phase_lose_and_double_nothing(stack: StreamStack) -> None:
-    """SIGKILL before the push, between the push and the state commit, and between the state commit
-    and the Kafka offset commit; then a clean run."""
+    """SIGKILL before the push, between the push and the state commit, between the state commit
+    and the Kafka offset commit, and between a merge's writes and its commit; then a clean run."""
     s = stack.scope("failpoints")
     events = synthetic("fp", 3000, users=60, items=40, seed=1)
     ends = s.send(events)
     applied = []
-    for k, failpoint in enumerate(["before_push:3", "after_push:3", "after_state_commit:3"]):
+    for k, failpoint in enumerate(["before_push:3", "after_push:3", "after_state_commit:3", "after_merge_push:3"]):
         crashed = s.fork_processor(f"crash-{k}.log", env={"RECAST_STREAM_FAULT": failpoint},
                                    batch_max_events=100, batch_max_wait_ms=20, until_caught_up=True)
         crashed.join(timeout=120)
         assert crashed.exitcode == -signal.SIGKILL, log_of(s, f"crash-{k}.log")
         applied.append(sum(s.watermarks().values()))
-    assert 0 < applied[0] < applied[1] < applied[2] < len(events), applied
+    assert 0 < applied[0] < applied[1] < applied[2] < applied[3] < len(events), applied
 
     clean = s.fork_processor("clean.log", batch_max_events=500, batch_max_wait_ms=20, until_caught_up=True)
     clean.join(timeout=120)

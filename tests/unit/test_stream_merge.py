@@ -43,7 +43,7 @@ def make(settings: Settings, log: list) -> StreamProcessor:
 
 @pytest.fixture()
 def settings(tmp_path: Path) -> Settings:
-    return Settings(home=tmp_path, stream=StreamSettings(state_dir=Path("state"), metrics_port=0))
+    return Settings(home=tmp_path, stream=StreamSettings(state_dir=Path("state"), metrics_port=0, merge_interval_ms=0))
 
 
 @pytest.fixture()
@@ -142,3 +142,20 @@ def test_a_user_in_several_partitions_is_merged_again(proc) -> None:
     proc.flush()
     assert [e for e in proc.log if e[0] == "push_users"] == [("push_users", 1), ("push_users", 1)]
     assert proc.sink.users["u1"]["clicks_24h"] == 2 and proc.state.dirty()["u"] == {}
+
+
+def test_batches_within_the_merge_interval_share_one_merge(settings: Settings) -> None:
+    settings.stream.merge_interval_ms = 60_000
+    p = make(settings, [])
+    p.pending = [record(0, 0, "u1", 1000)]
+    p.flush()  # the first merge is due at once
+    p.pending = [record(1, 0, "u2", 1000)]
+    p.flush()
+    p.pending = [record(2, 0, "u3", 1000)]
+    p.flush()
+    assert [e for e in p.log if e[0] == "push_items"] == [("push_items", 1)]
+    assert clicks(p.sink.items["i1"]) == 1 and p.merge_owed and not p.merge_due()
+    p.run(idle_exit_s=0)  # the owed merge is not left behind at the end
+    assert [e for e in p.log if e[0] == "push_items"] == [("push_items", 1), ("push_items", 1)]
+    assert clicks(p.sink.items["i1"]) == 3 and not p.merge_owed
+    p.state.close()
