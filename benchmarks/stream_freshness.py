@@ -38,7 +38,7 @@ from common import ROOT, environment, percentile, progress, table, write_json  #
 
 sys.path.insert(0, str(ROOT))
 
-from features.feast_repo import USER_STREAM_VIEW, open_store, repo_dir  # noqa: E402
+from features.feast_repo import ITEM_STREAM_VIEW, USER_STREAM_VIEW, open_store, repo_dir  # noqa: E402
 from streaming.events import InteractionV1, encode, key_of  # noqa: E402
 from streaming.harness import StreamStack, release_online_store  # noqa: E402
 
@@ -47,9 +47,14 @@ LOAD_AT_START = os.getloadavg()[0]
 
 
 class ProbeReader(threading.Thread):
-    def __init__(self, stack: StreamStack) -> None:
+    """Polls the online store for outstanding probe keys of one view until their ``feature`` (an event
+    time) reaches the probe's; records event time -> visible in ms."""
+
+    def __init__(self, stack: StreamStack, view: str = USER_STREAM_VIEW, key: str = "user",
+                 feature: str = "last_event_ms") -> None:
         super().__init__(daemon=True)
         self.store = open_store(repo_dir(stack.settings))
+        self.view, self.key, self.feature = view, key, feature
         self.outstanding: dict[str, int] = {}
         self.seen: dict[str, float] = {}
         self.lock = threading.Lock()
@@ -61,18 +66,18 @@ class ProbeReader(threading.Thread):
             self.outstanding[user] = ts_ms
 
     def run(self) -> None:
-        ref = f"{USER_STREAM_VIEW}:last_event_ms"
+        ref = f"{self.view}:{self.feature}"
         while not self.stop.is_set():
             with self.lock:
                 users = list(self.outstanding)
             if not users:
                 time.sleep(0.002)
                 continue
-            values = self.store.get_online_features(features=[ref], entity_rows={"user": users}).to_dict()
+            values = self.store.get_online_features(features=[ref], entity_rows={self.key: users}).to_dict()
             now = time.time() * 1000
             self.reads += 1
             with self.lock:
-                for user, value in zip(values["user"], values["last_event_ms"]):
+                for user, value in zip(values[self.key], values[self.feature]):
                     if value is not None and value >= self.outstanding.get(user, 1 << 62):
                         self.seen[user] = now - self.outstanding.pop(user)
             time.sleep(0.002)
@@ -94,6 +99,7 @@ def run(stack: StreamStack, name: str, wait_ms: int, rate: float, duration: floa
     producer = s.producer
     topic = s.settings.kafka.events_topic
     reader = ProbeReader(s)
+    item_reader = ProbeReader(s, ITEM_STREAM_VIEW, "item", "item_last_event_ms")  # rows of the merge phase
     rng = random.Random(wait_ms)
     try:
         # warm up: the group join, the first push (registry cache) -- not measured
@@ -106,6 +112,7 @@ def run(stack: StreamStack, name: str, wait_ms: int, rate: float, duration: floa
                 raise RuntimeError(f"processor did not start; see {s.home / f'processor-{name}.log'}")
             time.sleep(0.1)
         reader.start()
+        item_reader.start()
         progress(f"{name}: {rate:.0f} events/s for {duration:.0f}s, a probe every {probe_ms:.0f} ms")
         started = time.monotonic()
         sent = probes = 0
@@ -120,32 +127,36 @@ def run(stack: StreamStack, name: str, wait_ms: int, rate: float, duration: floa
             if now >= next_probe:
                 ts = int(time.time() * 1000)
                 user, next_probe = f"probe-{name}-{probes}", next_probe + probe_ms / 1e3
+                item = f"probe-item-{name}-{probes}"  # a fresh item too: its row is visible once merged
                 probe = InteractionV1(event_id=f"probe-{name}-{probes}", ts_ms=ts, type="click", user=user,
-                                      item=rng.choice(items))
+                                      item=item)
                 reader.add(user, ts)
+                item_reader.add(item, ts)
                 producer.send(topic, key=key_of(probe), value=encode(probe))
                 probes += 1
             time.sleep(tick)
         producer.flush()
         offered = (sent + probes) / (time.monotonic() - started)
         deadline = time.monotonic() + 10
-        while reader.outstanding and time.monotonic() < deadline:
+        while (reader.outstanding or item_reader.outstanding) and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
-        reader.stop.set()
-        if reader.is_alive():
-            reader.join(timeout=10)
-        release_online_store(reader.store)  # the next run forks a processor: no open SQLite connection in this one
+        for r in (reader, item_reader):
+            r.stop.set()
+            if r.is_alive():
+                r.join(timeout=10)
+            release_online_store(r.store)  # the next run forks a processor: no open SQLite connection in this one
         if proc.is_alive():
             proc.terminate()
         proc.join(timeout=30)
-    ms = list(reader.seen.values())
+    ms, item_ms = list(reader.seen.values()), list(item_reader.seen.values())
     out = {"run": name, "wait_ms": wait_ms, "offered_rate": offered, "events": sent, "probes": probes,
            "visible": len(ms), "p50_ms": percentile(ms, 50), "p90_ms": percentile(ms, 90),
            "p99_ms": percentile(ms, 99), "max_ms": max(ms) if ms else float("nan"), "reads": reader.reads,
-           "load_1m": os.getloadavg()[0]}
-    progress(f"{name}: p50 {out['p50_ms']:.0f} ms, p99 {out['p99_ms']:.0f} ms, {len(ms)}/{probes} visible "
-             f"(load {out['load_1m']:.2f})")
+           "items_visible": len(item_ms), "item_p50_ms": percentile(item_ms, 50),
+           "item_p99_ms": percentile(item_ms, 99), "load_1m": os.getloadavg()[0]}
+    progress(f"{name}: p50 {out['p50_ms']:.0f} ms, p99 {out['p99_ms']:.0f} ms, {len(ms)}/{probes} visible; "
+             f"items p50 {out['item_p50_ms']:.0f} ms, p99 {out['item_p99_ms']:.0f} ms (load {out['load_1m']:.2f})")
     return out
 
 
@@ -188,21 +199,25 @@ def main() -> None:
     print()
     print(f"Freshness: event time -> visible in the Feast online store, steady offered rate ({source})")
     print(table(["run", "online store", "batch wait ms", "offered events/s", "probes", "visible", "p50 ms", "p90 ms",
-                 "p99 ms", "max ms", "load 1m"],
+                 "p99 ms", "max ms", "items visible", "item p50 ms", "item p99 ms", "load 1m"],
                 [[r["run"], r["online_store"], r["wait_ms"], r["offered_rate"], r["probes"], r["visible"], r["p50_ms"],
-                  r["p90_ms"], r["p99_ms"], r["max_ms"], r["load_1m"]] for r in results], digits=1))
+                  r["p90_ms"], r["p99_ms"], r["max_ms"], r["items_visible"], r["item_p50_ms"], r["item_p99_ms"],
+                  r["load_1m"]] for r in results], digits=1))
     medians = []
     if args.repeats > 1:
         for store in args.online_store:
             for w in args.waits:
                 rs = [r for r in results if r["online_store"] == store and r["wait_ms"] == w]
                 medians.append([store, w, *(statistics.median(r[k] for r in rs) for k in
-                                            ("offered_rate", "p50_ms", "p99_ms", "max_ms", "load_1m"))])
+                                            ("offered_rate", "p50_ms", "p99_ms", "max_ms", "item_p50_ms",
+                                             "item_p99_ms", "load_1m"))])
         print(f"\nMedians of {args.repeats}:")
-        print(table(["online store", "batch wait ms", "offered events/s", "p50 ms", "p99 ms", "max ms", "load 1m"],
-                    medians, digits=1))
+        print(table(["online store", "batch wait ms", "offered events/s", "p50 ms", "p99 ms", "max ms", "item p50 ms",
+                     "item p99 ms", "load 1m"], medians, digits=1))
     print(f"\none processor process (batch <= 5000 events or the wait), 4 partitions, state store {args.state_store}; "
-          "events re-stamped at send, plus the probes (fresh users); producer and probe reader in this process")
+          "events re-stamped at send, plus the probes (a fresh user and a fresh item each: p50/p99 are the user's "
+          "row, item p50/p99 the item's, written by the merge phase, stream.merge_interval_ms apart at most); "
+          "producer and probe readers in this process")
     path = write_json("stream_freshness", {"environment": environment(), "args": vars(args), "results": results})
     print(f"host: {os.cpu_count()} CPUs shared with other work; 1-min load average {LOAD_AT_START:.2f} at start, "
           f"{os.getloadavg()[0]:.2f} at end")

@@ -106,6 +106,7 @@ def test_crashes_inside_the_write_phase_lose_and_double_nothing(stack: StreamSta
     """SIGKILL before the push, between the push and the state commit, between the state commit
     and the Kafka offset commit, and between a merge's writes and its commit; then a clean run."""
     s = stack.scope("failpoints")
+    s.settings.stream.merge_interval_ms = 0  # a merge after every batch: the 3rd is reached mid-stream
     events = synthetic("fp", 3000, users=60, items=40, seed=1)
     ends = s.send(events)
     applied = []
