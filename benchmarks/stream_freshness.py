@@ -91,8 +91,10 @@ def synthetic_events(n: int, users: int, items: list[str], seed: int) -> list[In
 
 
 def run(stack: StreamStack, name: str, wait_ms: int, rate: float, duration: float, probe_ms: float,
-        events: list[InteractionV1], items: list[str]) -> dict:
+        events: list[InteractionV1], items: list[str], merge_interval_ms: int | None = None) -> dict:
     s = stack.scope(name)
+    if merge_interval_ms is not None:
+        s.settings.stream.merge_interval_ms = merge_interval_ms
     # a batch slower than the tests' short max_poll_interval_ms on a loaded host would be redelivered
     s.settings.kafka.max_poll_interval_ms = max(s.settings.kafka.max_poll_interval_ms, 15_000)
     proc = s.fork_processor(f"processor-{name}.log", batch_max_events=5000, batch_max_wait_ms=wait_ms)
@@ -171,6 +173,8 @@ def main() -> None:
     ap.add_argument("--online-store", nargs="+", choices=["sqlite", "redis"], default=["sqlite"])
     ap.add_argument("--state-store", choices=["sqlite", "redis"], default="sqlite")
     ap.add_argument("--repeats", type=int, default=1, help="runs per (online store, wait); medians shown")
+    ap.add_argument("--merge-interval-ms", type=int, default=None,
+                    help="stream.merge_interval_ms of the processor (default: the setting's, 500)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary home (processor logs)")
     args = ap.parse_args()
 
@@ -190,7 +194,8 @@ def main() -> None:
                     events = synthetic_events(int(args.rate * args.duration), args.users, items, seed=args.users)
                 for w in args.waits:
                     for k in range(args.repeats):
-                        r = run(stack, f"{store}-{w}-{k}", w, args.rate, args.duration, args.probe_ms, events, items)
+                        r = run(stack, f"{store}-{w}-{k}", w, args.rate, args.duration, args.probe_ms, events, items,
+                                args.merge_interval_ms)
                         results.append({**r, "online_store": store})
         finally:
             if not args.keep:
@@ -214,7 +219,8 @@ def main() -> None:
         print(f"\nMedians of {args.repeats}:")
         print(table(["online store", "batch wait ms", "offered events/s", "p50 ms", "p99 ms", "max ms", "item p50 ms",
                      "item p99 ms", "load 1m"], medians, digits=1))
-    print(f"\none processor process (batch <= 5000 events or the wait), 4 partitions, state store {args.state_store}; "
+    print(f"\none processor process (batch <= 5000 events or the wait), 4 partitions, state store {args.state_store}, "
+          f"merge interval {'default' if args.merge_interval_ms is None else args.merge_interval_ms} ms; "
           "events re-stamped at send, plus the probes (a fresh user and a fresh item each: p50/p99 are the user's "
           "row, item p50/p99 the item's, written by the merge phase, stream.merge_interval_ms apart at most); "
           "producer and probe readers in this process")
