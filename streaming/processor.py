@@ -123,10 +123,11 @@ class StreamProcessor(RebalanceHandling, MicroBatchWriter, MergePhase):
         """Topic id of the log each partition's watermark counts in (streaming/log_reset.py)."""
         self._cleanups = cleanup_times(self.state)
         self.merge_owed = True
-        self.next_merge_at = 0.0
-        self.merge_interval_s = settings.stream.merge_interval_ms / 1e3
         """A merge is owed (streaming/merge_phase.py): after this instance's phases marked rows dirty, and at
         start, for what a crashed instance left marked."""
+        self.merge_interval_s = settings.stream.merge_interval_ms / 1e3
+        self.next_merge_at = 0.0
+        """When an owed merge is tried next (``merge_interval_s`` after the last, sooner after a busy lock)."""
         self.stop_requested = False
         self.totals: dict[str, int] = defaultdict(int)
 
