@@ -90,34 +90,19 @@ class StateStore:
         ``partitions``: the ones this phase writes (a Redis state locks just those); one
         host's SQLite file has a single writer lock for all of them.
         """
-        self.token = uuid.uuid4().hex
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+        with self._transaction(wait=True) as st:
+            yield st  # type: ignore[misc]
 
     @contextmanager
     def merge_phase(self, wait: bool = True) -> Iterator["StateStore | None"]:
         """The cross-partition merge's transaction (streaming/merge_phase.py); ``None`` when ``wait``
         is false and another instance on this host holds the writer lock."""
-        if wait:
-            with self.write_phase() as st:
-                yield st
-            return
-        self.db.execute("PRAGMA busy_timeout = 0")
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-            got = True
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
-                raise
-            got = False
-        finally:
-            self.db.execute("PRAGMA busy_timeout = 60000")
-        if not got:
+        with self._transaction(wait) as st:
+            yield st
+
+    @contextmanager
+    def _transaction(self, wait: bool) -> Iterator["StateStore | None"]:
+        if not self._begin(wait):
             yield None
             return
         self.token = uuid.uuid4().hex
@@ -127,6 +112,22 @@ class StateStore:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
+
+    def _begin(self, wait: bool) -> bool:
+        """``BEGIN IMMEDIATE`` (the writer lock); without ``wait``, ``False`` at once when it is held."""
+        if wait:
+            self.db.execute("BEGIN IMMEDIATE")
+            return True
+        self.db.execute("PRAGMA busy_timeout = 0")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            return True
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            return False
+        finally:
+            self.db.execute("PRAGMA busy_timeout = 60000")
 
     # -- entities whose merged row is owed to the online store (streaming/merge_phase.py)
     def mark_dirty(self, kind: str, keys: Iterable[str]) -> None:
